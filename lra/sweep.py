@@ -1,6 +1,8 @@
 """Task x model x size x seed grids, one process per run, resumable and shardable.
 
-Run directories are `<workdir>/<task>/<size>/<model>/seed<k>`. A rerun skips runs
+Run directories are `<workdir>/<task>/<size>/<model>/seed<k>`; each run's output goes
+to `train.log` there, and a run that dies early gets a summary naming its last line.
+A rerun skips runs
 whose summary says ok, diverged or oom, and resumes the others from their latest
 checkpoint (the trainer does that). A config file may define the grid itself
 through a `sweep()` function returning dicts with task, model, size, seed and
@@ -106,14 +108,18 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None) 
         report(run, "start")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [str(config.CONFIG_DIR.parent), os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.run(run.command(workdir), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+        log_path = workdir / run.name / "train.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as log:
+            proc = subprocess.run(run.command(workdir), env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
         state = status(workdir, run)
         if state is None:  # died before writing a summary (e.g. killed by the OOM killer)
             state = "oom" if proc.returncode == -9 else "failed"
+            last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
             write_json(workdir / run.name / "summary.json", {
                 "task": run.task, "model": run.model, "size": run.size, "seed": run.seed,
-                "status": state, "error": (proc.stderr.strip().splitlines() or [""])[-1][:500]})
+                "status": state, "error": last[:500], "log": str(log_path)})
         results[run.name] = state
         report(run, state)
     return results

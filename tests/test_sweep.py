@@ -70,3 +70,11 @@ def test_killed_sweep_resumes_and_skips_finished_runs(tmp_path):
     assert "seed0: skip (ok)" in out.stdout and "2/2 runs ok" in out.stdout
     assert first.stat().st_mtime_ns == stamp
     assert json.loads((second / "summary.json").read_text())["status"] == "ok"
+
+
+def test_a_failing_run_is_recorded_with_its_log_and_the_sweep_goes_on(tmp_path):
+    bad = sweep.Run("listops", "softmax", "smoke", 0, (("train.lr", "not-a-number"),))
+    results = sweep.execute([bad], tmp_path)
+    summary = json.loads((tmp_path / bad.name / "summary.json").read_text())
+    assert results == {bad.name: "failed"} and summary["status"] == "failed"
+    assert "train.lr" in summary["error"] and "train.lr" in (tmp_path / bad.name / "train.log").read_text()

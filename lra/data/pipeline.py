@@ -24,7 +24,7 @@ def train_batch(arrays: dict[str, np.ndarray], step: int, batch_size: int, seed:
     epoch, index = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(n)
     rows = np.sort(order[index * batch_size : (index + 1) * batch_size])
-    return {k: np.asarray(v[rows]) for k, v in arrays.items()}
+    return {k: np.asarray(v[rows], np.int32) for k, v in arrays.items()}
 
 
 def eval_batches(
@@ -36,7 +36,7 @@ def eval_batches(
         n = min(n, max_batches * batch_size)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        batch = {k: np.asarray(v[start:stop]) for k, v in arrays.items()}
+        batch = {k: np.asarray(v[start:stop], np.int32) for k, v in arrays.items()}
         pad = batch_size - (stop - start)
         weights = np.ones(batch_size, np.float32)
         if pad:

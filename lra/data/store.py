@@ -3,7 +3,8 @@
 Each split is a set of `.npy` arrays, memory-mapped on read, so training never
 holds a whole release in RAM:
 
-    {split}.inputs.npy   int32[N, L]   token ids, 0 = padding
+    {split}.inputs.npy   uint[N, L]    token ids, 0 = padding: uint8 when the vocabulary
+                                       fits in 256 ids, else uint16 (or int32)
     {split}.lengths.npy  int32[N]      real tokens per row (the padding mask comes from these)
     {split}.labels.npy   int32[N]
     {split}.inputs2.npy, {split}.lengths2.npy   second document (Retrieval only)
@@ -27,6 +28,15 @@ from lra.errors import LRAError
 
 SPLITS = ("train", "val", "test")
 FIELDS = ("inputs", "lengths", "labels", "inputs2", "lengths2")
+TOKEN_FIELDS = ("inputs", "inputs2")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype holding ids 0 .. vocab_size - 1 (Path-X: 1/4 of int32)."""
+    for dtype in (np.uint8, np.uint16):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    return np.dtype(np.int32)
 
 
 def data_dir() -> Path:
@@ -43,7 +53,11 @@ def is_prepared(path: Path) -> bool:
 
 
 def write_dataset(path: Path, splits: dict[str, dict[str, np.ndarray]], meta: dict) -> Path:
-    """Atomically write `splits` ({split: {field: array}}) and `meta` to `path`."""
+    """Atomically write `splits` ({split: {field: array}}) and `meta` to `path`.
+
+    Token fields are stored as `token_dtype(meta["vocab_size"])`, the rest as int32.
+    """
+    tokens = token_dtype(meta["vocab_size"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -56,7 +70,12 @@ def write_dataset(path: Path, splits: dict[str, dict[str, np.ndarray]], meta: di
             for field, array in arrays.items():
                 if field not in FIELDS:
                     raise ValueError(f"unknown field {field!r}")
-                np.save(tmp / f"{split}.{field}.npy", np.ascontiguousarray(array, dtype=np.int32))
+                dtype = tokens if field in TOKEN_FIELDS else np.int32
+                if field in TOKEN_FIELDS and array.size and not 0 <= array.min() <= array.max() < (
+                    meta["vocab_size"]
+                ):
+                    raise ValueError(f"split {split}: {field} has ids outside the vocabulary")
+                np.save(tmp / f"{split}.{field}.npy", np.ascontiguousarray(array, dtype=dtype))
         meta = {**meta, "counts": counts}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if path.exists():
