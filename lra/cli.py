@@ -74,13 +74,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true")
 
     a = sub.add_parser("approx", help="relative error of each method's attention output "
-                       "against exact softmax")
+                       "(or matrix) against exact softmax")
     a.add_argument("--checkpoint", default=None,
                    help="a run's workdir: also use the q, k, v of its trained layers")
     a.add_argument("--methods", default="all", help="all | a,b,c")
     a.add_argument("--length", type=int, default=512, help="sequence length of random q, k, v")
     a.add_argument("--budget", type=int, default=64, help="keys or features per query")
-    a.add_argument("--temperatures", default="0.125,0.25,0.5,1,2")
+    a.add_argument("--inputs", choices=["gaussian", "clustered"], default="gaussian",
+                   help="synthetic q, k, v: i.i.d. Gaussian, or Scatterbrain's clustered "
+                   "q = k (Chen et al. 2021, §3)")
+    a.add_argument("--measure", choices=["output", "matrix"], default="output",
+                   help="error of the attention output, or of the attention matrix")
+    a.add_argument("--delta", type=float, default=0.5,
+                   help="intra-cluster distance of --inputs clustered")
+    a.add_argument("--temperatures", default=None,
+                   help="softmax temperatures T (default 0.125,0.25,0.5,1,2; clustered: "
+                   "0.03125,...,1, i.e. beta = 1/T = 32..1)")
     a.add_argument("--examples", type=int, default=2, help="validation examples (--checkpoint)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="approx")
@@ -166,7 +175,8 @@ def cmd_approx(args, overrides) -> int:
         raise LRAError("lra approx takes no --config overrides")
     approx.main(methods=args.methods, length=args.length, budget=args.budget,
                 temperatures=args.temperatures, checkpoint=args.checkpoint,
-                examples=args.examples, seed=args.seed, out=args.out)
+                examples=args.examples, seed=args.seed, out=args.out, inputs=args.inputs,
+                measure=args.measure, delta=args.delta)
     return 0
 
 

@@ -105,7 +105,8 @@ def curves(series: dict[str, list[dict]], title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def errors(table: dict[str, dict[float, float]], title: str, path: Path) -> Path:
+def errors(table: dict[str, dict[float, float]], title: str, path: Path,
+           ylabel: str = "relative error ||O' - O||_F / ||O||_F") -> Path:
     """Relative error against temperature, log-log: {method: {temperature: error}}."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -115,7 +116,7 @@ def errors(table: dict[str, dict[float, float]], title: str, path: Path) -> Path
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("softmax temperature T (logits q·k / (sqrt(d) T))")
-    ax.set_ylabel("relative error ||O' - O||_F / ||O||_F")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)

@@ -6,10 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from lra import approx, cli, config, train
-from lra.attention.base import AttentionConfig
+from lra import approx, attention, cli, config, train
+from lra.attention.base import AttentionConfig, dense_attention
 from lra.checkpoint import Checkpoints
+from lra.errors import LRAError
 from lra.workdir import write_json
 
 L = 32
@@ -131,3 +133,72 @@ def test_random_inputs_share_k_and_v_across_temperatures():
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_allclose(a[0] * 0.5, b[0] * 2.0, rtol=1e-6)
     assert jax.numpy.all(a[3])
+
+
+def test_attention_matrix_is_read_through_one_hot_values():
+    """Slices of the identity as values give back softmax(q k^T / sqrt(d)), also when L is not
+    a multiple of Dh and keys are padded."""
+    length, dh = 20, 8
+    q, k, _, _ = approx.random_inputs(length, (0.5,), heads=2, head_dim=dh, batch=2)[0]
+    mask = jnp.arange(length)[None, :] < jnp.array([[length], [13]])
+    got = np.asarray(approx.attention_matrix(dense_attention, q, k, mask))
+    logits = np.einsum("bqhd,bkhd->bqhk", np.asarray(q, np.float64), np.asarray(k, np.float64))
+    logits = np.where(np.asarray(mask)[:, None, None, :], logits / math.sqrt(dh), -np.inf)
+    want = np.exp(logits - logits.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    assert got.shape == (2, length, 2, length)
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    np.testing.assert_allclose(got[1, :13], want[1, :13], atol=1e-5)
+
+
+def test_matrix_measure_is_the_error_of_the_attention_matrices(inputs):
+    layer = attention.get("topk")(CFG, rngs=nnx.Rngs(0), k=4, chunk=L)
+    errors = approx.measure("topk", CFG, {"k": 4, "chunk": L}, inputs, 0, of="matrix")
+    for (q, k, _, mask), error in zip(inputs, errors, strict=True):
+        mine = approx.attention_matrix(
+            lambda q, k, v, m: layer.core(q, k, v, m, deterministic=True), q, k, mask)
+        exact = approx.attention_matrix(dense_attention, q, k, mask)
+        assert error == pytest.approx(approx.relative_error(mine, exact, mask), rel=1e-4)
+    assert errors[0] < errors[2]  # peaked attention is what top-k keeps
+    assert max(approx.measure("topk", CFG, {"k": L, "chunk": L}, inputs, 0, of="matrix")) < 1e-5
+
+
+def test_clustered_inputs_are_scatterbrains_generative_model():
+    """q = k; q.k / sqrt(d) = beta z.z with beta = 1 / T; each token has cluster_size - 1
+    close neighbours (cosine near 1 / (1 + Delta^2)) and is nearly orthogonal to the rest."""
+    size, dh = 8, 32
+    cold, warm = approx.clustered_inputs(64, (0.25, 1.0), cluster_size=size, head_dim=dh)
+    q, k, v, mask = cold
+    assert q is k and bool(jnp.all(mask)) and not jnp.allclose(q, v)
+    np.testing.assert_allclose(cold[0], 2 * warm[0], rtol=1e-5)  # sqrt(beta) scaling
+    z = np.asarray(warm[0][0, :, 0], np.float64) / dh ** 0.25
+    logits = np.einsum("qd,kd->qk", np.asarray(cold[0][0, :, 0]), np.asarray(cold[0][0, :, 0]))
+    np.testing.assert_allclose(logits / math.sqrt(dh), 4 * z @ z.T, rtol=1e-4, atol=1e-4)
+    cos = z @ z.T / np.outer(np.linalg.norm(z, axis=1), np.linalg.norm(z, axis=1))
+    np.fill_diagonal(cos, -np.inf)
+    ranked = -np.sort(-cos, axis=1)
+    assert ranked[:, :size - 1].mean() > 0.7 and np.abs(ranked[:, size - 1:-1]).mean() < 0.2
+    assert not np.allclose(np.argsort(-cos[0])[:size - 1], np.arange(1, size))  # scattered
+
+
+def test_clustered_regimes_sparse_wins_cold_low_rank_wins_warm():
+    """Scatterbrain §3: at beta well above log L a sparse approximation (top-k) beats a
+    low-rank one (Performer) on the attention matrix; at beta = 1 it is the other way round."""
+    data = approx.clustered_inputs(64, (1 / 16, 1.0), head_dim=16)
+    cfg = AttentionConfig(dim=64, num_heads=4, max_len=64)
+    topk = approx.measure("topk", cfg, {"k": 8, "chunk": 64}, data, 0, of="matrix")
+    performer = approx.measure("performer", cfg, {"nb_features": 8}, data, 0, of="matrix")
+    assert topk[0] < 0.1 < performer[0]
+    assert performer[1] < topk[1]
+
+
+def test_cli_clustered_matrix(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["approx", "--methods", "topk", "--length", "16", "--budget", "4",
+                     "--inputs", "clustered", "--measure", "matrix", "--out", str(out)]) == 0
+    md = (out / "approx_clustered.md").read_text()
+    assert "attention matrix, clustered q = k" in md and "T=0.03125" in md and "T=1" in md
+    assert "--inputs clustered --measure matrix --delta 0.5" in md
+    assert (out / "approx_clustered.png").exists() and not (out / "approx_random.md").exists()
+    with pytest.raises(LRAError, match="--measure"):
+        approx.run(["topk"], length=8, budget=4, of="rows")
