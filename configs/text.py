@@ -15,6 +15,8 @@ size=cpu keeps 512 bytes: the median review is 971 bytes (measured on aclImdb_v1
 and test), so this keeps about half of a typical review at a quarter of the attention
 cost of 1000. It trains on all of the train split but validates on 1000 and tests on
 2000 reviews so that evaluation stays cheap; size=smoke keeps 128 bytes and 256/64/64 reviews.
+size=cpu pools by the mean (the Nystromformer protocol's choice): with LRA's CLS pooling the
+softmax model was still at 50.8% validation accuracy after 750 steps on two cores.
 """
 
 from configs import common
@@ -29,8 +31,8 @@ SIZES = {
     "cpu": dict(
         data=dict(max_len=512, num_val=1000, num_test=2000),
         model=dict(num_layers=2, emb_dim=64, mlp_dim=128, num_heads=2, dropout=0.1,
-                   attention_dropout=0.1),
-        train=dict(batch_size=32, steps=1500, lr=1e-3, schedule="cosine", warmup_steps=100,
+                   attention_dropout=0.1, pooling="mean"),
+        train=dict(batch_size=32, steps=1000, lr=1e-3, schedule="cosine", warmup_steps=100,
                    weight_decay=0.01, eval_every=250),
     ),
     "nystrom": dict(
