@@ -107,8 +107,7 @@ class Trainer:
         # fresh Variable objects at this trace level, so layers may update their own state
         rest = jax.tree.map(lambda x: x, rest)
         model = nnx.merge(self.graphdef, params, rngs, rest)
-        logits = model(batch, deterministic=step is None)
-        sown = nnx.pop(model, nnx.Intermediate)
+        logits, sown = nnx.capture(model, nnx.Intermediate)(batch, deterministic=step is None)
         aux = sum((jnp.sum(v) for v in jax.tree.leaves(sown)), jnp.float32(0))
         new_rest = nnx.state(model, nnx.Not(nnx.Any(nnx.Param, nnx.RngState)))
         return logits.astype(jnp.float32), aux, new_rest

@@ -33,9 +33,9 @@ def inputs(length, lengths):
 def random_blocks(model):
     """Per head and query block, the layout's blocks outside the window and the globals."""
     idx, count = np.asarray(model.block_idx[...]), np.asarray(model.block_count[...])
-    nb = model.num_blocks
-    return [[set(idx[h, i, : count[h, i]]) - {0, nb - 1, i - 1, i, i + 1} for i in range(nb)]
-            for h in range(H)]
+    nb, w = model.num_blocks, model.window_blocks // 2
+    return [[set(idx[h, i, : count[h, i]]) - {0, nb - 1} - set(range(i - w, i + w + 1))
+             for i in range(nb)] for h in range(H)]
 
 
 def reference(model, q, k, v, mask):
@@ -47,7 +47,8 @@ def reference(model, q, k, v, mask):
         for i in range(n):
             bi = blk[i]
             allowed[h, i] = (
-                (bi in (0, nb - 1)) | np.isin(blk, (0, nb - 1)) | (np.abs(blk - bi) <= 1)
+                (bi in (0, nb - 1)) | np.isin(blk, (0, nb - 1))
+                | (np.abs(blk - bi) <= model.window_blocks // 2)
                 | np.isin(blk, list(rand[h][bi]))
             )
     qf, kf, vf = (np.asarray(x, np.float64) for x in (q, k, v))
@@ -66,10 +67,14 @@ def run(model, *args):
     return jax.jit(lambda q, k, v, m: model.core(q, k, v, m, deterministic=True))(*args)
 
 
-@pytest.mark.parametrize("length,lengths", [(64, (64, 45)), (45, (45, 30))])
-def test_matches_dense_mask_reference(length, lengths):
-    """Full length and a shorter input (the last global block is then padding)."""
-    model = build()
+@pytest.mark.parametrize("length,lengths,hyper", [
+    (64, (64, 45), {}), (45, (45, 30), {}), (64, (64, 51), {"window_blocks": 5}),
+    (60, (60, 33), {"random_blocks": 0}), (64, (64, 40), {"random_blocks": 6}),
+])
+def test_matches_dense_mask_reference(length, lengths, hyper):
+    """Full length, a shorter input (the last global block is then padding), a wider window,
+    no random blocks, and more random blocks than some rows have free."""
+    model = build(**hyper)
     q, k, v, mask = inputs(length, lengths)
     out = run(model, q, k, v, mask)
     np.testing.assert_allclose(real(out, mask), real(reference(model, q, k, v, mask), mask),

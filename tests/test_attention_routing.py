@@ -31,7 +31,9 @@ def run_core(model, q, k, v, mask):
 
 @nnx.jit(static_argnums=3)
 def call(model, x, mask, deterministic):
-    return model(x, mask, deterministic=deterministic)
+    """The layer as the trainer runs it: returns (output, leaves of the sown intermediates)."""
+    out, sown = nnx.capture(model, nnx.Intermediate)(x, mask, deterministic=deterministic)
+    return out, jax.tree.leaves(sown)
 
 
 def real(x, mask):
@@ -120,7 +122,8 @@ def test_centroids_get_no_gradient_but_projections_do():
 
     def loss(params, centroids):
         m = nnx.merge(graphdef, params, centroids, rest)
-        return jnp.sum(m(x, mask, deterministic=False) ** 2)
+        out, _ = nnx.capture(m, nnx.Intermediate)(x, mask, deterministic=False)
+        return jnp.sum(out ** 2)
 
     g_params, g_centroids = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, centroids)
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(g_centroids))
@@ -131,14 +134,12 @@ def test_commitment_loss_is_sown_in_training_only_when_enabled():
     x = jax.random.normal(jax.random.key(3), (B, 32, H * DH))
     mask = jnp.ones((B, 32), bool)
     model = build(32, num_clusters=4, local_window=8)
-    call(model, x, mask, True)
-    assert not jax.tree.leaves(nnx.pop(model, nnx.Intermediate))
-    call(model, x, mask, False)
-    (loss,) = jax.tree.leaves(nnx.pop(model, nnx.Intermediate))
+    assert not call(model, x, mask, True)[1]
+    (loss,) = call(model, x, mask, False)[1]
     assert 0 < float(loss) < 1e-4 * 4, "beta = 1e-4 times two mean squared distances"
     silent = build(32, num_clusters=4, local_window=8, commitment=0.0)
-    call(silent, x, mask, False)
-    assert not jax.tree.leaves(nnx.pop(silent, nnx.Intermediate))
+    assert not call(silent, x, mask, False)[1]
+    assert not nnx.state(model, nnx.Intermediate), "captured, never stored on the layer"
 
 
 def test_kmeans_update_moves_towards_cluster_means():

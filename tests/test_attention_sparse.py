@@ -12,7 +12,7 @@ from flax import nnx
 
 from lra import attention
 from lra.attention.base import AttentionConfig, dense_attention
-from lra.attention.blocksparse import block_sparse_attention, compact_layout
+from lra.attention.blocksparse import band_layout, block_sparse_attention, compact_layout
 from lra.errors import LRAError
 
 B, L, H, DH = 2, 37, 4, 8
@@ -183,6 +183,31 @@ def test_block_sparse_ignores_blocks_past_the_input():
     i, j = np.arange(L)[:, None], np.arange(L)[None, :]
     ref = naive(q, k, v, mask, np.abs(i - j) < 11)
     np.testing.assert_allclose(real(out, mask), real(ref, mask), atol=1e-5)
+
+
+@pytest.mark.parametrize("before,after,causal,window", [
+    (0, 0, False, None), (1, 0, True, 8), (1, 1, False, 8), (2, 1, True, None),
+])
+def test_static_band_slices_match_the_gather(before, after, causal, window):
+    """A static (numpy) band layout is read from shifted slices; the same layout as a jax
+    array goes through the gather. Both give the same output and gradients."""
+    bs = 8
+    q, k, v, mask = qkv_mask()
+    idx, count = band_layout(-(-L // bs), before, after)
+
+    def grad(layout):  # the layout is closed over: numpy stays static under jit
+        def loss(q, k, v):
+            out = block_sparse_attention(q, k, v, mask, *layout, block_size=bs, causal=causal,
+                                         window=window)
+            return jnp.sum(jnp.where(mask[..., None, None], out, 0.0) ** 2), out
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+
+    (g_slices, out), (g_gather, ref) = grad((idx, count)), grad(
+        (jnp.asarray(idx), jnp.asarray(count)))
+    np.testing.assert_allclose(real(out, mask), real(ref, mask), atol=1e-5)
+    for a, b in zip(g_slices, g_gather, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
 
 
 def test_compact_layout_puts_valid_blocks_first():

@@ -151,7 +151,7 @@ def test_subsampling_and_store_round_trip(release):
     full, _ = image.prepare(smoke_config(), "archive", str(archive))
     small = store.read_split(path, "train")
     full_rows = {row.tobytes() for row in full["train"]["inputs"]}
-    assert all(row.tobytes() in full_rows for row in np.asarray(small["inputs"]))
+    assert all(row.tobytes() in full_rows for row in np.asarray(small["inputs"], np.int32))
     again, _ = image.prepare(c, "archive", str(archive))
     np.testing.assert_array_equal(again["train"]["inputs"], small["inputs"])
 

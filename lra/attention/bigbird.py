@@ -29,20 +29,37 @@ n * b * (w + 2 + r) logits, plus 2 b n for the two global query blocks: O(n).
 
 On GPU/TPU (`impl="auto"` or "pallas") the per-head layout runs through the
 `kernels.block_sparse` Pallas kernel and the two global query blocks through
-`kernels.flash`; on CPU both are XLA.
+`kernels.flash`. On CPU (XLA) the two global query blocks are one dense attention and
+the layout rows of the other blocks are split back into their parts: the window is read
+from shifted slices, the global key blocks are one key set that every query block shares
+(one large matmul), only the random blocks are gathered, and one softmax runs over the
+union (`blocksparse.union_attention`): the same keys as the layout, without gathering
+the 5 fixed blocks of each row.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from kernels import _common
 from kernels.flash import flash_attention
 from lra.attention import register
-from lra.attention.base import AttentionConfig, MultiHeadAttention, dense_attention, use_pallas
-from lra.attention.blocksparse import block_sparse_attention, compact_layout
+from lra.attention.base import AttentionConfig, MultiHeadAttention, pad_to_multiple, use_pallas
+from lra.attention.blocksparse import (
+    attend,
+    band_blocks,
+    block_sparse_attention,
+    compact_layout,
+    from_head_blocks,
+    gather_blocks,
+    head_blocks,
+    union_attention,
+)
 from lra.errors import LRAError
 
 
@@ -91,6 +108,8 @@ class BigBirdAttention(MultiHeadAttention):
             )
         super().__init__(cfg, rngs=rngs)
         self.block_size = block_size
+        self.window_blocks = window_blocks
+        self.random_blocks = random_blocks
         self.num_blocks = -(-cfg.max_len // block_size)
         idx, count = bigbird_layout(
             rngs.params(), self.num_blocks, cfg.num_heads, window_blocks, random_blocks
@@ -105,20 +124,54 @@ class BigBirdAttention(MultiHeadAttention):
                 f"bigbird: input length {length} exceeds model.max_len={self.cfg.max_len}; "
                 "raise model.max_len (the random layout is drawn for it)"
             )
-        pallas = use_pallas(self.cfg.impl)
-        out = block_sparse_attention(
-            q, k, v, mask, self.block_idx[...], self.block_count[...], block_size=b, pallas=pallas
-        )
-
         # The global query blocks read every key: the first block, and the last one when the
-        # input reaches it; one dense attention serves both.
+        # input reaches it; one dense attention serves both. The blocks between read their
+        # layout rows.
+        head = min(b, length)
         last = (self.num_blocks - 1) * b
-        head = q[:, :b]
-        tail = q[:, last:] if 0 < last < length else q[:, length:]
-        queries = jnp.concatenate([head, tail], axis=1)
-        if pallas:
+        tail = last if 0 < last < length else length
+        queries = jnp.concatenate([q[:, :head], q[:, tail:]], axis=1)
+        if use_pallas(self.cfg.impl):
             rows = flash_attention(queries, k, v, _common.lengths_from_mask(mask), impl="pallas")
+            middle = block_sparse_attention(
+                q, k, v, mask, self.block_idx[...], self.block_count[...], block_size=b,
+                pallas=True,
+            )[:, head:tail]
         else:
-            rows = dense_attention(queries, k, v, mask)
-        out = out.at[:, :head.shape[1]].set(rows[:, :head.shape[1]])
-        return out.at[:, length - tail.shape[1]:].set(rows[:, head.shape[1]:])
+            rows = attend(queries, k, v, mask[:, None, None, :])
+            middle = self.middle_blocks(q, k, v, mask, tail)
+        return jnp.concatenate([rows[:, :head], middle, rows[:, head:]], axis=1)
+
+    def middle_blocks(self, q, k, v, mask, tail: int):
+        """Positions b .. tail - 1 (the non-global query blocks) on XLA: one softmax over
+        their window, the global key blocks and their random blocks (each row's layout
+        entries outside the window and the globals)."""
+        b, w, nb_max = self.block_size, self.window_blocks // 2, self.num_blocks
+        if tail <= b:
+            return q[:, :0]
+        qb, kb, vb = (head_blocks(x, b) for x in (q, k, v))
+        mb = pad_to_multiple(mask, b, value=False).reshape(mask.shape[0], 1, -1, b)
+        nb, rows = qb.shape[2], slice(1, -(-tail // b))
+        i = np.arange(nb)[rows, None]
+        globals_ = [j for j in sorted({0, nb_max - 1}) if j < nb]
+        in_window = band_blocks(mb, w, w)[:, :, rows]
+        not_global = ~np.isin(i - w + np.arange(2 * w + 1), globals_)  # [m, 2w + 1]
+        key_sets = [
+            (band_blocks(kb, w, w)[:, :, rows], band_blocks(vb, w, w)[:, :, rows],
+             (in_window & np.repeat(not_global, b, axis=-1))[..., None, :]),
+            (jnp.concatenate([kb[:, :, j] for j in globals_], axis=2),
+             jnp.concatenate([vb[:, :, j] for j in globals_], axis=2),
+             jnp.concatenate([mb[:, :, j] for j in globals_], axis=-1)[:, :, None, None]),
+        ]
+        idx, count = self.block_idx[...][:, rows], self.block_count[...][:, rows]
+        rand = ((jnp.arange(idx.shape[-1]) < count[..., None]) & (idx < nb)
+                & (jnp.abs(idx - i) > w) & ~jnp.isin(idx, np.array(globals_)))
+        width = min(self.random_blocks, idx.shape[-1])
+        if width:  # the random blocks of each row first, then any unused slots
+            order = jnp.argsort(~rand, axis=-1, stable=True)[..., :width]
+            chosen = jnp.take_along_axis(rand, order, axis=-1)
+            ridx = jnp.where(chosen, jnp.take_along_axis(idx, order, axis=-1), 0)[None]
+            real = gather_blocks(mb, ridx) & jnp.repeat(chosen, b, axis=-1)
+            key_sets.append((gather_blocks(kb, ridx), gather_blocks(vb, ridx), real[..., None, :]))
+        out = union_attention(qb[:, :, rows], key_sets, 1.0 / math.sqrt(q.shape[-1]))
+        return from_head_blocks(out, tail - b).astype(q.dtype)

@@ -12,7 +12,7 @@ per head (BigBird's random blocks) or chosen from content. A row never repeats a
 block (the softmax would count it twice). Indices past the sequence's last block
 are treated as padding, so a layout built for `max_len` serves any shorter input.
 
-Inside the gathered blocks two per-position patterns are available, both given in
+Inside the listed blocks two per-position patterns are available, both given in
 absolute positions: `causal` (key j <= query i) and `window` (|i - j| < window).
 
 Cost: each query block reads `max_kb` key blocks, so time and memory grow as
@@ -20,6 +20,12 @@ n * max_kb * block_size, never n^2. Logits and normalisers are float32.
 
 A query with no allowed key gets output 0 (a weighted sum over an empty set), so
 its output never depends on padded positions.
+
+XLA path (CPU): work is laid out head-major, [B * H * blocks, rows, Dh], so every
+product is a plain batched matmul and every softmax runs over the last, contiguous
+axis (the [B, L, H, Dh] order costs transposes of the logits). A static layout that
+is a band (blocks i - before .. i + after) reads its keys from shifted slices; other
+layouts gather their blocks (a scatter-add in the backward pass).
 
 `block_sparse_attention(..., pallas=True)` runs the same layout through the
 `kernels.block_sparse` Pallas kernel (FlashAttention-2 over the listed blocks, no
@@ -39,14 +45,56 @@ from kernels.block_sparse import block_sparse_attention as block_sparse_kernel
 from lra.attention.base import mask_value, pad_to_multiple
 
 
-def masked_softmax(logits: jax.Array, allowed: jax.Array, axis=-1):
-    """Softmax of float32 `logits` over `axis` restricted to `allowed` (broadcastable).
+def _matmul_batch(a, x):
+    """Query-side a [B, H, nb, bs, n] and key-side x, [B, H, nb, S, m] (one set per query
+    block) or [B, H, S, m] (one set for all), as 3-d matmul operands [N, rows, features]."""
+    b, h, nb, bs = a.shape[:4]
+    if x.ndim == 4:
+        return a.reshape(b * h, nb * bs, -1), x.reshape(b * h, -1, x.shape[-1])
+    return a.reshape(b * h * nb, bs, -1), x.reshape(b * h * nb, -1, x.shape[-1])
 
-    Returns (weights, nonempty): `nonempty` (reduced axes kept, size 1) is False for rows
-    with no allowed entry, whose output the caller sets to 0.
+
+def union_attention(q, key_sets, scale: float) -> jax.Array:
+    """One softmax of query blocks q [B, H, nb, bs, Dh] over the union of disjoint key sets.
+
+    key_sets: (k, v, allowed) triples; k, v are [B, H, nb, S, Dh] (a set per query block)
+    or [B, H, S, Dh] (one set for every query); allowed (bool) broadcasts to
+    [B, H, nb, bs, S]. Every product is a batched 3-d matmul and every reduction runs over
+    the last axis. The weights exp(s - m), m the row maximum over all sets, stay
+    unnormalised: each set's exp(s - m) v is summed and the sum divided once by the summed
+    normalisers (the deferred rescaling of FlashAttention-2, Dao 2023, §3.1.1), which is
+    softmax(s) v exactly with a pass fewer over the weights in each direction.
+    Returns float32 [B, H, nb, bs, Dh]; rows with no allowed key are 0.
     """
-    weights = jax.nn.softmax(jnp.where(allowed, logits, mask_value(jnp.float32)), axis=axis)
-    return weights, jnp.any(allowed, axis=axis, keepdims=True)
+    shape = q.shape[:-1]
+    logits = []
+    for k, _, allowed in key_sets:
+        a, b = _matmul_batch(q, k)
+        s = jnp.einsum("nqd,nkd->nqk", a, b, preferred_element_type=jnp.float32)
+        logits.append(jnp.where(allowed, s.reshape(*shape, -1) * scale, mask_value(jnp.float32)))
+    top = jnp.max(jnp.stack([jnp.max(s, axis=-1) for s in logits]), axis=0)[..., None]
+    top = jax.lax.stop_gradient(top)
+    out = total = 0.0
+    nonempty = False
+    for s, (_, v, allowed) in zip(logits, key_sets, strict=True):
+        weights = jnp.exp(s - top)
+        a, b = _matmul_batch(weights, v.astype(jnp.float32))
+        out = out + jnp.einsum("nqk,nkd->nqd", a, b).reshape(*shape, v.shape[-1])
+        total = total + jnp.sum(weights, axis=-1, keepdims=True)
+        nonempty = nonempty | jnp.any(allowed, axis=-1, keepdims=True)
+    return out * (nonempty / total)
+
+
+def head_blocks(x, block_size: int) -> jax.Array:
+    """[B, L, H, Dh] -> [B, H, nb, bs, Dh], L padded to a multiple of `block_size`."""
+    b, _, h, d = x.shape
+    return pad_to_multiple(x, block_size).reshape(b, -1, block_size, h, d).transpose(0, 3, 1, 2, 4)
+
+
+def from_head_blocks(x, length: int) -> jax.Array:
+    """[B, H, nb, bs, Dh] -> [B, length, H, Dh] (the inverse of `head_blocks`)."""
+    b, h, nb, bs, d = x.shape
+    return x.transpose(0, 2, 3, 1, 4).reshape(b, nb * bs, h, d)[:, :length]
 
 
 def attend(q, k, v, allowed, *, scale: float | None = None) -> jax.Array:
@@ -55,10 +103,11 @@ def attend(q, k, v, allowed, *, scale: float | None = None) -> jax.Array:
     `allowed` is bool, broadcastable to [B, H, Lq, S]. Returns [B, Lq, H, Dh] in q.dtype.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    weights, nonempty = masked_softmax(logits * scale, allowed)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32))
-    return (out * jnp.swapaxes(nonempty, 1, 2)).astype(q.dtype)
+    heads = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  [B, L, H, Dh] <-> [B, H, L, Dh]
+    allowed = jnp.asarray(allowed)
+    allowed = allowed.reshape((1,) * (4 - allowed.ndim) + allowed.shape)[:, :, None]
+    out = union_attention(heads(q)[:, :, None], [(heads(k), heads(v), allowed)], scale)
+    return heads(out[:, :, 0]).astype(q.dtype)
 
 
 def compact_layout(member, max_kb: int):
@@ -75,16 +124,53 @@ def compact_layout(member, max_kb: int):
     return idx.astype(xp.int32), count.astype(xp.int32)
 
 
+def _band_member(num_blocks: int, before: int, after: int) -> np.ndarray:
+    offset = np.arange(num_blocks)[None, :] - np.arange(num_blocks)[:, None]
+    return (offset >= -before) & (offset <= after)
+
+
 def band_layout(num_blocks: int, before: int, after: int):
     """Static layout where query block i reads key blocks i - before .. i + after."""
-    offset = np.arange(num_blocks)[None, :] - np.arange(num_blocks)[:, None]
-    member = (offset >= -before) & (offset <= after)
+    member = _band_member(num_blocks, before, after)
     return compact_layout(member, min(num_blocks, before + after + 1))
 
 
-def _rows(layout, ndim: int):
-    """Add leading unit axes so a layout has `ndim` axes ([B, H, nq, ...] form)."""
-    return layout.reshape((1,) * (ndim - layout.ndim) + layout.shape)
+def _as_band(block_idx, block_count, nb: int) -> tuple[int, int] | None:
+    """(before, after) if a static layout's first nb rows are a band over nb blocks no
+    wider than its rows (else reading slices would cost more than the gather)."""
+    if not isinstance(block_idx, np.ndarray) or block_idx.ndim != 2:
+        return None
+    slots = np.arange(block_idx.shape[-1]) < np.asarray(block_count)[:nb, None]
+    rows, idx = np.nonzero(slots & (block_idx[:nb] < nb))
+    if not len(rows):
+        return None
+    cols = block_idx[:nb][rows, idx]
+    before, after = int(np.max(rows - cols)), int(np.max(cols - rows))
+    member = np.zeros((nb, nb), bool)
+    member[rows, cols] = True
+    ok = (0 <= before and 0 <= after and before + after < block_idx.shape[-1]
+          and np.array_equal(member, _band_member(nb, before, after)))
+    return (before, after) if ok else None
+
+
+def band_blocks(x, before: int, after: int, axis: int = 2) -> jax.Array:
+    """Blocks i - before .. i + after of each block i along `axis`, concatenated on the
+    next axis (blocks past either end are zeros / False). x: [..., nb, bs, ...]."""
+    nb = x.shape[axis]
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (before, after)
+    padded = jnp.pad(x, widths)
+    parts = [jax.lax.slice_in_dim(padded, s, s + nb, axis=axis) for s in range(before + after + 1)]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis + 1)
+
+
+def gather_blocks(x, idx) -> jax.Array:
+    """Blocks `idx` int[(B | 1), (H | 1), nq, m] of x [B, (H | 1), nb, bs, ...], concatenated:
+    [B, H, nq, m * bs, ...]. Indices must be valid blocks."""
+    bi = jnp.arange(x.shape[0])[:, None, None, None]
+    hi = jnp.arange(x.shape[1])[None, :, None, None] if x.shape[1] > 1 else 0
+    out = x[bi, hi, idx]
+    return out.reshape(*out.shape[:3], -1, *x.shape[4:])
 
 
 def block_sparse_attention(
@@ -105,47 +191,35 @@ def block_sparse_attention(
             block_size=block_size, causal=causal, window=window, scale=scale, impl="pallas",
         )
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    b, length, h, d = q.shape
-    nb = -(-length // block_size)
+    b, length = q.shape[:2]
+    bs, nb = block_size, -(-length // block_size)
     if block_idx.shape[-2] < nb:
         raise ValueError(f"layout has {block_idx.shape[-2]} query blocks, input needs {nb}")
-    static = block_idx.ndim == 2
-    idx = _rows(jnp.asarray(block_idx)[..., :nb, :], 4)
-    count = _rows(jnp.asarray(block_count)[..., :nb], 3)
-    max_kb = idx.shape[-1]
 
-    def blocks(x):  # [B, L, H, Dh] -> [B, H, nb, bs, Dh]
-        x = pad_to_multiple(x, block_size).reshape(b, nb, block_size, h, d)
-        return x.transpose(0, 3, 1, 2, 4)
-
-    qb, kb, vb = blocks(q), blocks(k), blocks(v)
-    mb = pad_to_multiple(mask, block_size, value=False).reshape(b, nb, block_size)
-    safe = jnp.minimum(idx, nb - 1)
-    if static:
-        kg = jnp.take(kb, safe[0, 0], axis=2)  # [B, H, nq, kb, bs, Dh]
-        vg = jnp.take(vb, safe[0, 0], axis=2)
-        key_real = mb[:, safe[0, 0]][:, None]  # [B, 1, nq, kb, bs]
+    qb, kb, vb = (head_blocks(x, bs) for x in (q, k, v))
+    mb = pad_to_multiple(mask, bs, value=False).reshape(b, 1, nb, bs)
+    band = _as_band(block_idx, block_count, nb)
+    if band is not None:  # slot s of row i is block i - before + s, absent past either end
+        before, after = band
+        kg, vg, key_real = (band_blocks(x, before, after) for x in (kb, vb, mb))
+        first = np.arange(nb)[:, None] - before + np.arange(before + after + 1)
+        key_pos = first[..., None] * bs + np.arange(bs)  # [nb, kb, bs]
     else:
-        bi = jnp.arange(b)[:, None, None, None]
-        hi = jnp.arange(h)[None, :, None, None]
-        kg, vg = kb[bi, hi, safe], vb[bi, hi, safe]
-        key_real = mb[bi, safe]  # [B, H', nq, kb, bs]
-
-    slot_ok = (jnp.arange(max_kb) < count[..., None]) & (idx < nb)  # [B', H', nq, kb]
-    allowed = slot_ok[..., None] & key_real  # [B, H', nq, kb, bs]
-    allowed = allowed[:, :, :, None]  # [B, H', nq, 1, kb, bs]
+        idx = jnp.asarray(block_idx)[..., :nb, :]
+        idx = idx.reshape((1,) * (4 - idx.ndim) + idx.shape)  # [B | 1, H | 1, nb, kb]
+        count = jnp.asarray(block_count)[..., :nb].reshape(idx.shape[:-1])
+        slot_ok = (jnp.arange(idx.shape[-1]) < count[..., None]) & (idx < nb)
+        safe = jnp.minimum(idx, nb - 1)
+        kg, vg, key_real = (gather_blocks(x, safe) for x in (kb, vb, mb))
+        key_real = key_real & jnp.repeat(slot_ok, bs, axis=-1)
+        key_pos = safe[..., None] * bs + jnp.arange(bs)
+    allowed = key_real[..., None, :]  # [B, H', nb, 1, kb * bs]
     if causal or window is not None:
-        k_pos = (idx[..., None] * block_size + jnp.arange(block_size))[:, :, :, None]
-        q_pos = (jnp.arange(nb)[:, None] * block_size + jnp.arange(block_size))
-        q_pos = q_pos[None, None, :, :, None, None]
+        key_pos = key_pos.reshape(*key_pos.shape[:-2], 1, -1)
+        q_pos = (np.arange(nb)[:, None] * bs + np.arange(bs))[..., None]  # [nb, bs, 1]
         if causal:
-            allowed = allowed & (k_pos <= q_pos)
+            allowed = allowed & (key_pos <= q_pos)
         if window is not None:
-            allowed = allowed & (jnp.abs(q_pos - k_pos) < window)
-
-    logits = jnp.einsum("bhnid,bhnkjd->bhnikj", qb, kg, preferred_element_type=jnp.float32)
-    weights, nonempty = masked_softmax(logits * scale, allowed, axis=(-2, -1))
-    out = jnp.einsum("bhnikj,bhnkjd->bhnid", weights, vg.astype(jnp.float32))
-    out = out * nonempty[..., 0]
-    out = out.transpose(0, 2, 3, 1, 4).reshape(b, nb * block_size, h, d)
-    return out[:, :length].astype(q.dtype)
+            allowed = allowed & (abs(q_pos - key_pos) < window)
+    out = union_attention(qb, [(kg, vg, allowed)], scale)
+    return from_head_blocks(out, length).astype(q.dtype)

@@ -18,12 +18,13 @@ and, only in training, every centroid follows the paper's exponential moving ave
 mu <- lambda mu + (1 - lambda) / 2 (its queries + its keys), lambda = 0.999; never
 gradients (a non-trainable `Centroids` variable, inputs behind stop_gradient). The optional commitment loss
 beta * (mean ||Q_i - mu(Q_i)||^2 + mean ||K_j - mu(K_j)||^2), beta = 1e-4 as in the released
-configs, is sown as "aux_loss" in training.
+configs, is sown as "aux_loss" in training (the trainer collects it with nnx.capture).
 
 Local heads (the experiments of §5 and the released configs put half the heads on local
 attention and half on routing): the first `num_local_heads` heads attend within blocks of `local_window`
 positions, each block seeing itself and its two neighbouring blocks (query block and
-memory flange of 256 in the released configs).
+memory flange of 256 in the released configs): a band layout of the shared block-sparse
+code (`lra.attention.blocksparse`, XLA).
 
 Choices the paper leaves open:
 - the layer norm only routes: attention logits use the projected q and k with 1/sqrt(d),
@@ -48,6 +49,7 @@ from flax import nnx
 
 from lra.attention import register
 from lra.attention.base import MultiHeadAttention, mask_value, pad_to_multiple
+from lra.attention.blocksparse import band_layout, block_sparse_attention
 from lra.errors import LRAError
 
 
@@ -61,28 +63,6 @@ def normalise(x, eps: float = 1e-6):
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
     return (x - mean) * jax.lax.rsqrt(var + eps)
-
-
-def local_attention(q, k, v, mask, window: int):
-    """Blocks of `window` queries attend their own block and both neighbours. [B, L, H, Dh]."""
-    b, l, h, d = q.shape
-    blocks = lambda x: x.reshape(b, -1, window, *x.shape[2:])
-    qb = blocks(pad_to_multiple(q, window))
-    kb, vb = (blocks(pad_to_multiple(x, window)) for x in (k, v))
-    mb = blocks(pad_to_multiple(mask, window, value=False))
-
-    def neighbours(x):
-        pad = [(0, 0), (1, 1)] + [(0, 0)] * (x.ndim - 2)
-        x = jnp.pad(x, pad)
-        return jnp.concatenate([x[:, :-2], x[:, 1:-1], x[:, 2:]], axis=2)
-
-    logits = jnp.einsum(
-        "bnqhd,bnkhd->bhnqk", qb, neighbours(kb), preferred_element_type=jnp.float32
-    ) / math.sqrt(d)
-    logits = jnp.where(neighbours(mb)[:, None, :, None, :], logits, mask_value(jnp.float32))
-    weights = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhnqk,bnkhd->bnqhd", weights, neighbours(vb).astype(jnp.float32))
-    return out.reshape(b, -1, h, d)[:, :l]
 
 
 def _nearest(xn, centroids, mask):
@@ -205,8 +185,9 @@ class RoutingAttention(MultiHeadAttention):
         nl, l = self.num_local_heads, q.shape[1]
         parts = []
         if nl:
-            parts.append(local_attention(q[:, :, :nl], k[:, :, :nl], v[:, :, :nl], mask,
-                                         self.local_window))
+            idx, count = band_layout(-(-l // self.local_window), 1, 1)
+            parts.append(block_sparse_attention(q[:, :, :nl], k[:, :, :nl], v[:, :, :nl], mask,
+                                                idx, count, block_size=self.local_window))
         heads_first = lambda x: jnp.swapaxes(pad_to_multiple(x[:, :, nl:], self.window), 1, 2)
         qr, kr, vr = (heads_first(x).astype(jnp.float32) for x in (q, k, v))
         m = pad_to_multiple(mask, self.window, value=False)
