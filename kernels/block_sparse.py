@@ -3,7 +3,7 @@
 The sequence is cut into blocks of `block_size` tokens. Query block i attends to the
 key blocks block_idx[..., i, :block_count[..., i]] and nothing else; inside those blocks
 the padding mask and, optionally, causal and window masks apply. This is the layout
-format of `lra.attention.blocksparse` (its XLA gather path):
+format of `lra.attention.blocksparse` (its XLA path):
 
 - int32[nq, max_kb] with counts [nq]: one static layout for every example and head,
   e.g. Sparse Transformer's strided and fixed patterns (Child et al. 2019, §4.2) and

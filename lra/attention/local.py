@@ -18,7 +18,7 @@ Choices:
 
 On GPU/TPU (`impl="auto"` or "pallas") the blocks run through the `kernels.block_sparse`
 Pallas kernel (b = 50 is stored in tiles of 64, the extra slots masked); on CPU the
-XLA gather of `lra.attention.blocksparse`.
+XLA path of `lra.attention.blocksparse` (shifted block slices for this band layout).
 """
 
 from __future__ import annotations
