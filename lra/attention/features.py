@@ -92,10 +92,11 @@ def favor_features(x: jax.Array, w: jax.Array, *, is_query: bool, eps: float = F
     """
     logits = favor_log_features(x, w)
     log_scale = lax.stop_gradient(jnp.max(logits, axis=-1))
-    feats = jnp.exp(logits - log_scale[..., None])
+    # 1/sqrt(m) folded into the exponent: one feature tensor, not a scaled copy of it
+    feats = jnp.exp(logits - (log_scale[..., None] + 0.5 * math.log(w.shape[0])))
     if is_query:
-        feats = feats + eps
-    return feats / math.sqrt(w.shape[0]), log_scale
+        feats = feats + eps / math.sqrt(w.shape[0])
+    return feats, log_scale
 
 
 def elu_features(x: jax.Array) -> jax.Array:
