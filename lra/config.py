@@ -91,7 +91,10 @@ def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.C
 
 def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
     """Apply `--config.KEY=VALUE` overrides; a swapped-in method starts from its own preset."""
-    from configs import models  # importable once a config file put its root on sys.path
+    root = str(CONFIG_DIR.parent)  # configs/ is a folder beside lra/, not an installed package
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from configs import models
 
     kwargs = {k: v for k, v in overrides.items() if k.startswith("model.attention_kwargs.")}
     method = c.model.attention

@@ -222,6 +222,18 @@ def averages(runs: list[Run]) -> tuple[dict[str, float], list[str]]:
     return avg, tasks
 
 
+def common_averages(runs: list[Run], models: list[str]) -> tuple[dict[str, float], list[str]]:
+    """The mean accuracy of those of `models` with runs over the tasks (no Path-X) that all
+    of them finished: SMAT's A when no two models have every task of the table."""
+    acc = scores(runs)
+    models = [m for m in models if any(acc.get((t, m)) for t in TASK_COLUMNS)]
+    tasks = [t for t in TASK_COLUMNS
+             if t != "pathx" and models and all(acc.get((t, m)) for m in models)]
+    avg = {m: statistics.fmean(statistics.fmean(acc[(t, m)]) for t in tasks)
+           for m in models} if tasks else {}
+    return avg, tasks
+
+
 def accuracy_table(runs: list[Run], size: str) -> Table:
     acc = scores(runs)
     avg, avg_tasks = averages(runs)
@@ -351,8 +363,8 @@ def smat_rows(avg: dict[str, float], group: BenchGroup) -> tuple[list[dict], int
     return sorted(rows, key=lambda r: -r["SMAT"]), length
 
 
-def smat_table(name: str, avg: dict[str, float], acc_size: str,
-               group: BenchGroup) -> tuple[Table, list[dict]]:
+def smat_table(name: str, avg: dict[str, float], acc_size: str, group: BenchGroup,
+               tasks: list[str]) -> tuple[Table, list[dict]]:
     rows, length = smat_rows(avg, group)
     header = ["Model", "examples/s", "peak MiB", "LRA avg %", "S", "M", "A", "SMAT"]
     cells = [[r["model"], f"{r['examples_per_second']:.1f}", mib(r["peak_memory_bytes"]),
@@ -362,7 +374,8 @@ def smat_table(name: str, avg: dict[str, float], acc_size: str,
     notes = ["SMAT = S + (1 - M) + A (AdaMRA, Zhang et al. 2021, Eq. 10): examples/s S, peak "
              "memory M and LRA average accuracy A, each min-max normalised across these models.",
              f"Speed and memory: {group.task}, size={group.size}, batch {group.batch}, "
-             f"length {length}; accuracy: size={acc_size}."]
+             f"length {length}; accuracy: size={acc_size}, mean over "
+             f"{', '.join(TASK_COLUMNS[t] for t in tasks)}."]
     if left_out:
         notes.append(f"Left out (no LRA average or no bench result): {', '.join(left_out)}.")
     table = Table(name, f"SMAT (accuracy size={acc_size}, "
@@ -395,9 +408,11 @@ def build(run_paths: list[str | Path], bench_paths: list[str | Path]) -> Report:
                 problems.append(f"SMAT for {speed.name}: runs of several sizes "
                                 f"({', '.join(sorted(by_size))}) and none is size={group.size}")
             continue
-        avg, _ = averages(by_size[acc_size])
+        avg, tasks = averages(by_size[acc_size])
+        if sum(m in avg for m in group.models) < 2:  # compare on the tasks all of them ran
+            avg, tasks = common_averages(by_size[acc_size], group.models)
         table, rows = smat_table(f"smat_{acc_size}_{speed.name[len('speed_'):]}", avg,
-                                 acc_size, group)
+                                 acc_size, group, tasks)
         if rows:
             tables.append(table)
             smat[table.name] = rows

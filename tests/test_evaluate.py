@@ -68,3 +68,19 @@ def test_bad_input_is_a_clear_error(run_dir, tmp_path, capsys):
     (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
     with pytest.raises(LRAError, match="no best checkpoint"):
         evaluate.restore(tmp_path)
+
+
+def test_overrides_of_a_saved_config_work_outside_the_repo(tmp_path):
+    """`lra eval`/`lra approx --checkpoint` apply presets without a config file loaded first."""
+    import subprocess
+    import sys
+
+    saved = json.dumps(config.load("listops:size=smoke").to_dict())
+    code = ("import json, sys, ml_collections; from lra import config; "
+            "c = config.apply_overrides(ml_collections.ConfigDict(json.loads(sys.argv[1])), "
+            "{'model.attention': 'topk'}); print(dict(c.model.attention_kwargs))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code, saved], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "'k': 8" in out.stdout

@@ -143,6 +143,21 @@ def test_smat_is_adamra_eq10(tree, tmp_path):
     assert "length 2048" in table(rep, "smat_").title
 
 
+def test_smat_falls_back_to_the_tasks_every_model_finished(tmp_path):
+    """Only softmax has Text: SMAT compares the models on ListOps, and says so."""
+    root = tmp_path / "runs"
+    make_run(root, "listops", "softmax", 0, 0.30)
+    make_run(root, "text", "softmax", 0, 0.60)
+    make_run(root, "listops", "linear", 0, 0.20)
+    bench = bench_file(tmp_path / "b.json", [("softmax", 1024, 10.0, 800),
+                                             ("linear", 1024, 50.0, 200)])
+    rep = report.build([root], [bench])
+    rows = {r["model"]: r for r in rep.smat["smat_cpu_text_nystrom_b4"]}
+    assert rows["softmax"]["avg_accuracy"] == pytest.approx(30.0)
+    assert rows["linear"]["avg_accuracy"] == pytest.approx(20.0)
+    assert any("mean over ListOps." in note for note in table(rep, "smat_").notes)
+
+
 def test_smat_ties_normalise_to_one_half():
     assert report.min_max({"a": 3.0, "b": 3.0}) == {"a": 0.5, "b": 0.5}
     assert report.min_max({"a": 1.0, "b": 3.0, "c": 2.0}) == {"a": 0.0, "b": 1.0, "c": 0.5}
