@@ -1,7 +1,8 @@
-"""Scatterbrain: sparse + low-rank attention (Chen et al. 2021, NeurIPS, §3, Alg. 1).
+"""Scatterbrain: sparse + low-rank attention (Chen et al. 2021, NeurIPS, §4, Algorithm 1).
 
 The unnormalised attention matrix A = exp(Q K^T / sqrt(d)) is estimated by a low-rank
-FAVOR+ term plus a sparse correction on a support set S (§3, Eq. 2-3):
+FAVOR+ term plus a sparse correction on a support set S (§4; §3 motivates the split with
+a clustered generative model):
 
     A_hat = phi(Q) phi(K)^T + S,
     S_ij  = exp(q_i.k_j / sqrt(d)) - phi(q_i).phi(k_j)  for (i, j) in S, 0 elsewhere,
@@ -13,7 +14,7 @@ only positive terms. phi is the Performer's positive orthogonal feature map, sha
 O(n b (d + m)) for the support, b the block size; no n x n matrix is formed.
 
 Sparse support (`sparse`):
-  * "lsh" (default; the paper's LSH, §3 and Alg. 1): queries and keys are hashed with the
+  * "lsh" (default; the paper's LSH, §4 and Algorithm 1): queries and keys are hashed with the
     same angular-LSH rotations (lra.attention.lsh, as in Reformer) after SMYRF's
     asymmetric XBOX+ transform (Daras et al. 2020), q -> [q, 0, sqrt(M^2 - |q|^2)] and
     k -> [k, sqrt(M^2 - |k|^2), 0] with M the largest real q or k norm of the example and
