@@ -324,7 +324,11 @@ def _table(name, title, columns, key, values, methods, setup, inputs, seed, of) 
     return Table(name, title, ["Method", "hyperparameters", *columns], rows, records, notes)
 
 
-def write(tables: list[Table], out: str | Path) -> list[Path]:
+ERROR_LABELS = {"output": "relative error ||O' - O||_F / ||O||_F",
+                "matrix": "relative error ||A' - A||_F / ||A||_F"}
+
+
+def write(tables: list[Table], out: str | Path, measure: str = "output") -> list[Path]:
     """Each table as .md and .csv, and a plot of the random-input errors against T."""
     from lra import plots
 
@@ -338,10 +342,8 @@ def write(tables: list[Table], out: str | Path) -> list[Path]:
         curves: dict[str, dict[float, float]] = {}
         for r in random_table.records:
             curves.setdefault(r["method"], {})[r["temperature"]] = r["relative_error"]
-        ylabel = ("relative error ||A' - A||_F / ||A||_F" if "attention matrix" in random_table.title
-                  else "relative error ||O' - O||_F / ||O||_F")
         written.append(plots.errors(curves, random_table.title, out / f"{random_table.name}.png",
-                                    ylabel))
+                                    ERROR_LABELS[measure]))
     return written
 
 
@@ -383,7 +385,7 @@ def main(*, methods: str, length: int, budget: int, temperatures: str | None,
                          + (["--checkpoint", str(checkpoint)] if checkpoint else []))
     for table in tables:
         table.notes.append(f"Made by `{command}`.")
-    written = write(tables, out)
+    written = write(tables, out, measure)
     console = Console()
     for table in tables:
         show(console, table)
