@@ -32,10 +32,14 @@ def sizes() -> tuple[str, ...]:
     return load_module(CONFIG_DIR / "common.py").SIZES
 
 
+def _importable(root: Path) -> None:
+    """Put `root` (the folder holding configs/) on sys.path, so `configs` imports."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 def load_module(path: Path):
-    root = str(path.resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    _importable(path.resolve().parents[1])
     spec = importlib.util.spec_from_file_location(f"lra_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -91,9 +95,7 @@ def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.C
 
 def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
     """Apply `--config.KEY=VALUE` overrides; a swapped-in method starts from its own preset."""
-    root = str(CONFIG_DIR.parent)  # configs/ is a folder beside lra/, not an installed package
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    _importable(CONFIG_DIR.parent)  # configs/ is a folder beside lra/, not an installed package
     from configs import models
 
     kwargs = {k: v for k, v in overrides.items() if k.startswith("model.attention_kwargs.")}
