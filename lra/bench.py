@@ -3,7 +3,8 @@
 Each (method, length) is measured in a fresh process: the median step time of
 `steps` steps after `warmup`, compile time separately, and peak memory from the
 device allocator on GPU/TPU or from XLA's memory analysis of the compiled step on
-CPU (the field `memory_method` says which). An OOM is recorded and the benchmark
+CPU (the field `memory_method` says which). With `rounds` > 1 the whole grid is
+measured that many times over and each row takes the median of its rounds. An OOM is recorded and the benchmark
 goes on. Results, with a fitted scaling exponent of time against length per
 method, go to bench.json.
 """
@@ -91,21 +92,45 @@ def scaling_exponent(rows: list[dict]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def combine(rows: list[dict]) -> dict:
+    """One row from a (method, length)'s rounds: the median of the rounds' step and
+    compile times, each round's step time kept; a failed round makes the row failed."""
+    bad = [r for r in rows if r["status"] != "ok"]
+    if bad:
+        return bad[0]
+    row = dict(rows[0])
+    if len(rows) > 1:
+        step = statistics.median(r["step_seconds"] for r in rows)
+        row.update(step_seconds=step, examples_per_second=rows[0]["examples_per_second"]
+                   * rows[0]["step_seconds"] / step,
+                   compile_seconds=statistics.median(r["compile_seconds"] for r in rows),
+                   round_step_seconds=[r["step_seconds"] for r in rows])
+    return row
+
+
 def run(task: str, models: list[str], lengths: list[int], batch: int, size: str = "nystrom",
         steps: int = 5, warmup: int = 2, overrides: dict | None = None, timeout: int = 1800,
-        report=lambda row: None) -> dict:
+        rounds: int = 1, report=lambda row: None) -> dict:
+    """Measure every (model, length) `rounds` times, round after round, so that a noisy
+    spell on a shared machine slows one round of every method rather than all rounds of one."""
+    if rounds < 1:
+        raise LRAError(f"--rounds {rounds}: expected a positive integer")
     for model in models:  # bad names, sizes or overrides fail here, before any process starts
         bench_config(task, model, lengths[0], batch, size, overrides or {})
-    rows = []
-    for model in models:
-        for length in lengths:
+    jobs = [(model, length) for model in models for length in lengths]
+    done: dict[tuple, list[dict]] = {job: [] for job in jobs}
+    for _ in range(rounds):
+        for model, length in jobs:
+            if any(r["status"] != "ok" for r in done[model, length]):
+                continue  # an OOM or a crash is not retried
             row = run_one(task, model, length, batch, size, steps, warmup, overrides or {},
                           timeout)
-            rows.append(row)
+            done[model, length].append(row)
             report(row)
+    rows = [combine(done[job]) for job in jobs]
     exponents = {m: scaling_exponent([r for r in rows if r["model"] == m]) for m in models}
     return {"task": task, "size": size, "batch": batch, "lengths": lengths, "steps": steps,
-            "warmup": warmup, "device": jax.devices()[0].device_kind,
+            "warmup": warmup, "rounds": rounds, "device": jax.devices()[0].device_kind,
             "backend": jax.default_backend(), "jax_version": jax.__version__,
             "results": rows, "scaling_exponents": exponents}
 

@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--size", default="nystrom", help="model size: nystrom = 2 layers, emb 64")
     b.add_argument("--steps", type=int, default=5, help="timed steps (median) after warm-up")
     b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--rounds", type=int, default=1,
+                   help="measure the whole grid this many times, interleaved; rows take the median")
     b.add_argument("--out", default="bench.json")
 
     d = sub.add_parser("demo", help="generated ListOps at size=cpu, a few methods, a table")

@@ -96,11 +96,12 @@ def bench(args, overrides: dict[str, str]) -> dict:
             console.print(f"{row['model']:>16} L={row['length']:<6} {row['status'].upper()}")
 
     result = benchmark.run(args.task, models, benchmark.parse_lengths(args.lengths), args.batch,
-                           args.size, args.steps, args.warmup, overrides, report=show)
+                           args.size, args.steps, args.warmup, overrides, rounds=args.rounds,
+                           report=show)
     result["command"] = shlex.join(
         ["lra", "bench", "--task", args.task, "--models", args.models, "--lengths", args.lengths,
          "--batch", str(args.batch), "--size", args.size, "--steps", str(args.steps),
-         "--warmup", str(args.warmup), "--out", args.out]
+         "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--out", args.out]
         + [f"--config.{k}={v}" for k, v in overrides.items()])
     write_json(Path(args.out), result)
     exps = ", ".join(f"{m} {e:.2f}" for m, e in result["scaling_exponents"].items() if e)

@@ -42,3 +42,34 @@ def test_cli_writes_bench_json(tmp_path):
                      "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["command"].startswith("lra bench") and data["results"][0]["status"] == "ok"
+
+
+def test_rounds_interleave_and_take_the_median(monkeypatch):
+    calls = []
+    times = iter([3.0, 1.0, 5.0, 1.0, 4.0, 1.0])  # softmax, linear, softmax, linear, ...
+
+    def fake(task, model, length, *args):
+        calls.append(model)
+        return {"model": model, "length": length, "status": "ok", "step_seconds": next(times),
+                "compile_seconds": 1.0, "examples_per_second": 1.0, "peak_memory_bytes": 8}
+
+    monkeypatch.setattr(bench, "run_one", fake)
+    result = bench.run("listops", ["softmax", "linear"], [32], batch=2, size="smoke", rounds=3)
+    assert calls == ["softmax", "linear"] * 3
+    soft, lin = result["results"]
+    assert soft["step_seconds"] == 4.0 and soft["round_step_seconds"] == [3.0, 5.0, 4.0]
+    assert lin["step_seconds"] == 1.0 and result["rounds"] == 3
+    with pytest.raises(LRAError, match="--rounds"):
+        bench.run("listops", ["softmax"], [32], batch=2, size="smoke", rounds=0)
+
+
+def test_a_failed_round_fails_the_row_and_is_not_retried(monkeypatch):
+    calls = []
+
+    def fake(task, model, length, *args):
+        calls.append(model)
+        return {"model": model, "length": length, "status": "oom"}
+
+    monkeypatch.setattr(bench, "run_one", fake)
+    result = bench.run("listops", ["softmax"], [32], batch=2, size="smoke", rounds=3)
+    assert calls == ["softmax"] and result["results"][0]["status"] == "oom"

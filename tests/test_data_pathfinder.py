@@ -83,6 +83,16 @@ def test_contours_never_touch_and_ink_stays_on_them(sample):
         assert (trace > 2).any()  # distractors were drawn
 
 
+def test_distractor_paddles_override_the_style():
+    style = pathfinder_draw.style_of(32, 0)
+    assert style.distractor_paddles == 0 and pathfinder_draw.style_of(32) is pathfinder_draw.STYLES[32]
+    out = pathfinder_draw.draw(np.random.default_rng(2), 8, style, 6, traces=True)
+    assert out["traces"].max() == 2  # the two targets, no distractor contour
+    bare, _, _ = pathfinder_draw.generate(8, 32, 6, 2, distractor_paddles=0, workers=1)
+    full, _, _ = pathfinder_draw.generate(8, 32, 6, 2, workers=1)
+    assert (bare > 0).sum() < (full > 0).sum()
+
+
 def test_contour_geometry_follows_the_paper():
     """Paddles of length L, gaps of 2 margins bending at the pivot, turns within
     pi / (2 continuity), candidates never on the wall."""
@@ -241,18 +251,22 @@ def test_settings_errors_name_the_key():
     c.data.max_len = 4096
     with pytest.raises(LRAError, match="set data.max_len=16384"):
         pathfinder.variant(c)
+    c = pathfinder_config.get_config("size=smoke")
+    c.data.distractor_paddles = -1
+    with pytest.raises(LRAError, match="data.distractor_paddles=-1"):
+        pathfinder.variant(c)
 
 
 def test_variants_differ():
     base = pathfinder_config.get_config("size=smoke")
     names = {pathfinder.variant(base)}
     for key, value in [("difficulty", "hard"), ("seed", 1), ("num_train", 65),
-                       ("source", "release"), ("resolution", 64)]:
+                       ("source", "release"), ("resolution", 64), ("distractor_paddles", 0)]:
         c = pathfinder_config.get_config("size=smoke")
         c.data[key] = value
         c.data.max_len = c.data.resolution**2
         names.add(pathfinder.variant(c))
-    assert len(names) == 6
+    assert len(names) == 7
 
 
 def test_open_dataset_prepares_generated_data(tmp_path, monkeypatch):

@@ -57,6 +57,10 @@ def settings(config) -> tuple[int, str]:
     if d.max_len < resolution**2:
         raise LRAError(f"data.max_len={d.max_len} is shorter than the {resolution}x{resolution} "
                        f"image; set data.max_len={resolution**2}")
+    extra = d.distractor_paddles
+    if extra is not None and (isinstance(extra, bool) or not isinstance(extra, int) or extra < 0):
+        raise LRAError(f"data.distractor_paddles={extra!r} must be a count >= 0, or None for "
+                       "the LRA value of the resolution")
     return resolution, difficulty
 
 
@@ -67,6 +71,8 @@ def variant(config) -> str:
     name = f"{d.source}-{resolution}px-{difficulty}-seed{d.seed}"
     if d.source == "generate":
         name += f"-n{d.num_train}-{d.num_val}-{d.num_test}-v{pathfinder_draw.VERSION}"
+        if d.distractor_paddles is not None:
+            name += f"-d{d.distractor_paddles}"
     return name
 
 
@@ -77,16 +83,18 @@ def prepare(config, source: str, path: str | None):
             "resolution": resolution, "difficulty": difficulty}
     if source == "generate":
         length = pathfinder_draw.CONTOUR_LENGTHS[difficulty]
+        style = pathfinder_draw.style_of(resolution, config.data.distractor_paddles)
         splits = {}
         for i, split in enumerate(SPLITS):
             n = int(config.data[f"num_{split}"])
-            images, labels, _ = pathfinder_draw.generate(n, resolution, length,
-                                                         [config.data.seed, i])
+            images, labels, _ = pathfinder_draw.generate(
+                n, resolution, length, [config.data.seed, i],
+                distractor_paddles=config.data.distractor_paddles)
             splits[split] = _arrays(images, labels)
-        style = pathfinder_draw.STYLES[resolution]
         meta["generator"] = {"version": pathfinder_draw.VERSION, "contour_length": length,
                              "paddle_length": style.paddle_length,
-                             "margins": list(style.margins), "continuity": style.continuity}
+                             "margins": list(style.margins), "continuity": style.continuity,
+                             "distractor_paddles": style.distractor_paddles}
         return splits, meta
     folder = release_folder(path, resolution, difficulty)
     images, labels, skipped = read_release(folder, resolution)

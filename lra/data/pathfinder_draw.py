@@ -325,7 +325,7 @@ def _distractors(board: _Board, rng, count: int, length: int, rows) -> list[_Dra
     out = []
     tries = np.zeros(board.n, np.int64)
     wants = np.zeros(board.n, bool)
-    wants[rows] = True
+    wants[rows] = count > 0
     while wants.any():
         fresh = np.flatnonzero(wants & (c.k == 0) & ~c.dead)
         tails = rng.uniform(0, board.size - 1, (len(fresh), SEED_TRIES, 2))
@@ -457,19 +457,29 @@ def draw(rng: np.random.Generator, n: int, style: Style, contour_length: int,
     return {k: v[order] for k, v in out.items()}
 
 
+def style_of(size: int, distractor_paddles: int | None = None) -> Style:
+    """The LRA style of `size`, with `distractor_paddles` replacing its own when given."""
+    style = STYLES[size]
+    if distractor_paddles is None:
+        return style
+    return dataclasses.replace(style, distractor_paddles=int(distractor_paddles))
+
+
 def _chunk(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seed, index, n, size, contour_length = job
-    out = draw(np.random.default_rng([*seed, index]), n, STYLES[size], contour_length)
+    seed, index, n, size, contour_length, distractor_paddles = job
+    style = style_of(size, distractor_paddles)
+    out = draw(np.random.default_rng([*seed, index]), n, style, contour_length)
     return out["images"], out["labels"], out["margin"]
 
 
-def generate(n: int, size: int, contour_length: int, seed, *, workers: int | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def generate(n: int, size: int, contour_length: int, seed, *, distractor_paddles: int | None = None,
+             workers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`n` images (uint8 [n, size, size]), their labels (int32 [n]) and paddle margins,
     reproducible from `seed` (an int or a sequence of ints) whatever the number of
-    worker processes: chunk i of CHUNK images is drawn from the seed sequence [*seed, i]."""
+    worker processes: chunk i of CHUNK images is drawn from the seed sequence [*seed, i].
+    `distractor_paddles` overrides the style's (None keeps the LRA value)."""
     seed = [int(x) for x in np.atleast_1d(seed)]
-    jobs = [(seed, i, min(CHUNK, n - start), size, contour_length)
+    jobs = [(seed, i, min(CHUNK, n - start), size, contour_length, distractor_paddles)
             for i, start in enumerate(range(0, n, CHUNK))]
     workers = min(len(jobs), workers or (os.cpu_count() or 1))
     if workers > 1:
