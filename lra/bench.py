@@ -132,7 +132,8 @@ def run(task: str, models: list[str], lengths: list[int], batch: int, size: str 
     return {"task": task, "size": size, "batch": batch, "lengths": lengths, "steps": steps,
             "warmup": warmup, "rounds": rounds, "device": jax.devices()[0].device_kind,
             "backend": jax.default_backend(), "jax_version": jax.__version__,
-            "results": rows, "scaling_exponents": exponents}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "results": rows,
+            "scaling_exponents": exponents}
 
 
 def parse_lengths(text: str) -> list[int]:

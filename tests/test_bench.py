@@ -59,6 +59,7 @@ def test_rounds_interleave_and_take_the_median(monkeypatch):
     soft, lin = result["results"]
     assert soft["step_seconds"] == 4.0 and soft["round_step_seconds"] == [3.0, 5.0, 4.0]
     assert lin["step_seconds"] == 1.0 and result["rounds"] == 3
+    assert "xla_flags" in result  # XLA:CPU fusion flags change step times: recorded
     with pytest.raises(LRAError, match="--rounds"):
         bench.run("listops", ["softmax"], [32], batch=2, size="smoke", rounds=0)
 
