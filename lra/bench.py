@@ -4,9 +4,9 @@ Each (method, length) is measured in a fresh process: the median step time of
 `steps` steps after `warmup`, compile time separately, and peak memory from the
 device allocator on GPU/TPU or from XLA's memory analysis of the compiled step on
 CPU (the field `memory_method` says which). With `rounds` > 1 the whole grid is
-measured that many times over and each row takes the median of its rounds. An OOM is recorded and the benchmark
-goes on. Results, with a fitted scaling exponent of time against length per
-method, go to bench.json.
+measured that many times over and each row takes the median of its rounds. An OOM
+is recorded and the benchmark goes on. Results, with a fitted scaling exponent of
+time against length per method and the XLA_FLAGS in force, go to bench.json.
 """
 
 from __future__ import annotations
