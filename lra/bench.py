@@ -92,7 +92,7 @@ def scaling_exponent(rows: list[dict]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def combine(rows: list[dict]) -> dict:
+def combine(rows: list[dict], batch: int) -> dict:
     """One row from a (method, length)'s rounds: the median of the rounds' step and
     compile times, each round's step time kept; a failed round makes the row failed."""
     bad = [r for r in rows if r["status"] != "ok"]
@@ -101,8 +101,7 @@ def combine(rows: list[dict]) -> dict:
     row = dict(rows[0])
     if len(rows) > 1:
         step = statistics.median(r["step_seconds"] for r in rows)
-        row.update(step_seconds=step, examples_per_second=rows[0]["examples_per_second"]
-                   * rows[0]["step_seconds"] / step,
+        row.update(step_seconds=step, examples_per_second=batch / step,
                    compile_seconds=statistics.median(r["compile_seconds"] for r in rows),
                    round_step_seconds=[r["step_seconds"] for r in rows])
     return row
@@ -127,7 +126,7 @@ def run(task: str, models: list[str], lengths: list[int], batch: int, size: str 
                           timeout)
             done[model, length].append(row)
             report(row)
-    rows = [combine(done[job]) for job in jobs]
+    rows = [combine(done[job], batch) for job in jobs]
     exponents = {m: scaling_exponent([r for r in rows if r["model"] == m]) for m in models}
     return {"task": task, "size": size, "batch": batch, "lengths": lengths, "steps": steps,
             "warmup": warmup, "rounds": rounds, "device": jax.devices()[0].device_kind,

@@ -58,6 +58,7 @@ def test_rounds_interleave_and_take_the_median(monkeypatch):
     assert calls == ["softmax", "linear"] * 3
     soft, lin = result["results"]
     assert soft["step_seconds"] == 4.0 and soft["round_step_seconds"] == [3.0, 5.0, 4.0]
+    assert soft["examples_per_second"] == 2 / 4.0  # batch / median step
     assert lin["step_seconds"] == 1.0 and result["rounds"] == 3
     assert "xla_flags" in result  # XLA:CPU fusion flags change step times: recorded
     with pytest.raises(LRAError, match="--rounds"):
