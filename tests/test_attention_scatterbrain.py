@@ -170,7 +170,9 @@ def test_structure_comes_from_config_and_refusals_are_clear():
     assert build(64, block_size=16).n_buckets == 4
     assert build(100, block_size=16).n_buckets == 8
     assert attention.info("scatterbrain").defaults == {
-        "nb_features": 256, "sparse": "lsh", "block_size": 64, "n_hashes": 1}
+        "nb_features": None, "sparse": "lsh", "block_size": 64, "n_hashes": 1}
+    assert build(64, block_size=16).features[...].shape == (scatterbrain.default_features(DH), DH)
+    assert scatterbrain.default_features(32) == 110 and scatterbrain.default_features(1) == 1
     with pytest.raises(LRAError, match="no causal form"):
         build(16, causal=True)
     with pytest.raises(LRAError, match="sparse="):

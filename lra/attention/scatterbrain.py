@@ -39,8 +39,9 @@ each query's sums are rescaled to one common offset, the largest of its low-rank
 and its exact logits on the support, so the exact and the low-rank terms are on the same
 scale and nothing overflows; offsets carry no gradient. Dropout is the wrapper's output
 dropout, as for every method. The feature matrix and the rotations are drawn once at init
-(non-trainable). Sizes are ours: nb_features = 256 (the Performer default), block_size =
-64, n_hashes = 1.
+(non-trainable). nb_features defaults to int(d ln d) for head width d (110 at d = 32), the
+default of the authors' feature map (HazyResearch/fly, SBPerformerFeatures) and the
+m = Theta(d log d) of the Performer's Theorem 4; block_size = 64 and n_hashes = 1 are ours.
 """
 
 from __future__ import annotations
@@ -208,12 +209,19 @@ def scatterbrain_local(q, k, v, mask, w, window: int, *, causal: bool = False,
     return _combine(num_lr, den_lr, a_q + offset, flat(num_s), flat(den_s), flat(u))
 
 
+def default_features(head_dim: int) -> int:
+    """int(d ln d) random features for head width d, at least one (see the module docstring)."""
+    return max(1, int(head_dim * math.log(head_dim)))
+
+
 @register("scatterbrain", paper="Chen et al. 2021",
           complexity="O(n m (d + b)) time, O(n (m + b)) memory: m features, b block")
 class ScatterbrainAttention(MultiHeadAttention):
-    def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, nb_features: int = 256,
+    def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, nb_features: int | None = None,
                  sparse: str = "lsh", block_size: int = 64, n_hashes: int = 1):
         super().__init__(cfg, rngs=rngs)
+        if nb_features is None:
+            nb_features = default_features(cfg.head_dim)
         if sparse not in SPARSE:
             raise LRAError(f"scatterbrain: model.attention_kwargs.sparse={sparse!r} is not one "
                            f"of {', '.join(SPARSE)}")
