@@ -41,7 +41,8 @@ scale and nothing overflows; offsets carry no gradient. Dropout is the wrapper's
 dropout, as for every method. The feature matrix and the rotations are drawn once at init
 (non-trainable). nb_features defaults to int(d ln d) for head width d (110 at d = 32), the
 default of the authors' feature map (HazyResearch/fly, SBPerformerFeatures) and the
-m = Theta(d log d) of the Performer's Theorem 4; block_size = 64 and n_hashes = 1 are ours.
+m = Theta(d log d) of the Performer paper's uniform-convergence result; block_size = 64
+and n_hashes = 1 are ours.
 """
 
 from __future__ import annotations
