@@ -89,7 +89,7 @@ def make_case(op: str, b: int, length: int, h: int, d: int, dtype, on_device: bo
         idx = jnp.array([r + [0] * (width - len(r)) for r in rows], jnp.int32)
         count = jnp.array([len(r) for r in rows], jnp.int32)
         fns = {name: functools.partial(block_sparse_attention, block_idx=idx, block_count=count,
-                                       lengths=lengths, block=block, impl=i)
+                                       lengths=lengths, block_size=block, impl=i)
                for name, i in impls.items()}
         flops = 4.0 * b * h * float(count.sum()) * block * block * d
         return Case(op, (q, k, v), fns, flops, 3.5)
@@ -235,6 +235,7 @@ def main(argv=None) -> None:
                 "for flash and block_sparse (FlashAttention-2 convention), 3x for the others")
     if note:
         print(note)
+    out = Path(args.out or f"results/{'gpu' if backend == 'gpu' else backend}")
     results = []
     for op in args.ops.split(","):
         for length in (int(x) for x in args.lengths.split(",")):
@@ -244,11 +245,18 @@ def main(argv=None) -> None:
                 row.update(length=length, batch=b)
                 results.append(row)
                 print(json.dumps(row))
-    out = Path(args.out or f"results/{'gpu' if backend == 'gpu' else backend}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "kernels.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
-    (out / "kernels.md").write_text(markdown(meta, results))
+        write(out, meta, results)   # after every op: a run cut short keeps what it measured
     print(f"wrote {out / 'kernels.json'} and {out / 'kernels.md'}")
+
+
+def write(out: Path, meta: dict, results: list[dict]) -> None:
+    """kernels.json and kernels.md under `out`, each replaced atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("kernels.json", json.dumps(dict(meta=meta, results=results), indent=1)),
+                       ("kernels.md", markdown(meta, results))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
 
 
 if __name__ == "__main__":

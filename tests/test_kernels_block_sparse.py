@@ -6,13 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import export
+from triton_lowering import triton_kernel_count
 
 from kernels.block_sparse import block_sparse_attention, block_sparse_reference, transpose_lists
 from kernels.flash import flash_reference
 from lra.attention import blocksparse
 
-TRITON_CALL = "__gpu$xla.gpu.triton"   # the custom call Pallas Triton kernels lower to
 B, L, H, D = 2, 40, 2, 16
 BLOCK = 16                             # 3 blocks, the last one ragged
 
@@ -145,16 +144,6 @@ def test_layout_must_cover_the_input():
     with pytest.raises(ValueError, match="layout"):
         block_sparse_attention(q, k, v, idx, count, block_size=BLOCK, impl="xla")
 
-
-def triton_kernel_count(monkeypatch, fn, *args):
-    """Lower fn's forward and backward for CUDA without a GPU (jax.export): every pallas_call
-    must pass Pallas' Triton lowering (power-of-two tiles, supported primitives). Returns the
-    number of Triton kernels in the program."""
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")   # take the kernel path
-    grad = jax.grad(lambda *a: jnp.sum(fn(*a).astype(jnp.float32)), argnums=(0, 1, 2))
-    checks = [export.DisabledSafetyCheck.custom_call(TRITON_CALL)]
-    exported = export.export(jax.jit(grad), platforms=("cuda",), disabled_checks=checks)(*args)
-    return exported.mlir_module().count(TRITON_CALL)
 
 
 @pytest.mark.parametrize("lead, causal", [((), False), ((2,), False), ((2, 2), True)])

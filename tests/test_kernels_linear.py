@@ -5,11 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import export
+from triton_lowering import triton_kernel_count
 
 from kernels.linear import linear_attention, linear_reference
 
-TRITON_CALL = "__gpu$xla.gpu.triton"   # the custom call Pallas Triton kernels lower to
 B, L, H, F, DV = 3, 40, 2, 12, 8     # L not a multiple of the chunk; F, Dv padded to 16
 LENGTHS = jnp.array([40, 21, 0])
 
@@ -64,16 +63,6 @@ def test_kernel_matches_reference_values_and_gradients(causal):
     real = np.arange(L)[None, :] < np.asarray(LENGTHS)[:, None]
     np.testing.assert_array_equal(np.asarray(got[2])[~real], 0.0)   # padded keys: no dk'
 
-
-def triton_kernel_count(monkeypatch, fn, *args):
-    """Lower fn's forward and backward for CUDA without a GPU (jax.export): every pallas_call
-    must pass Pallas' Triton lowering (power-of-two tiles, supported primitives). Returns the
-    number of Triton kernels in the program."""
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")   # take the kernel path
-    grad = jax.grad(lambda *a: jnp.sum(fn(*a).astype(jnp.float32)), argnums=(0, 1, 2))
-    checks = [export.DisabledSafetyCheck.custom_call(TRITON_CALL)]
-    exported = export.export(jax.jit(grad), platforms=("cuda",), disabled_checks=checks)(*args)
-    return exported.mlir_module().count(TRITON_CALL)
 
 
 @pytest.mark.parametrize("causal, kernels", [(False, 4), (True, 3)])

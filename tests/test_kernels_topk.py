@@ -5,12 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import export
+from triton_lowering import triton_kernel_count
 
 from kernels.flash import flash_reference
 from kernels.topk import select, topk_attention, topk_reference
 
-TRITON_CALL = "__gpu$xla.gpu.triton"   # the custom call Pallas Triton kernels lower to
 B, L, H, D, TOP_K = 3, 40, 2, 12, 5
 LENGTHS = jnp.array([40, 19, 0])
 
@@ -78,16 +77,6 @@ def test_kernel_matches_reference_values_and_gradients(causal):
         assert np.isfinite(np.asarray(g)).all(), name
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
 
-
-def triton_kernel_count(monkeypatch, fn, *args):
-    """Lower fn's forward and backward for CUDA without a GPU (jax.export): every pallas_call
-    must pass Pallas' Triton lowering (power-of-two tiles, supported primitives). Returns the
-    number of Triton kernels in the program."""
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")   # take the kernel path
-    grad = jax.grad(lambda *a: jnp.sum(fn(*a).astype(jnp.float32)), argnums=(0, 1, 2))
-    checks = [export.DisabledSafetyCheck.custom_call(TRITON_CALL)]
-    exported = export.export(jax.jit(grad), platforms=("cuda",), disabled_checks=checks)(*args)
-    return exported.mlir_module().count(TRITON_CALL)
 
 
 def test_lowers_to_triton_for_gpu(monkeypatch):
