@@ -10,6 +10,7 @@ RUNS=${RUNS:-/tmp/pf-trials}
 SECONDS_PER_TRIAL=${SECONDS_PER_TRIAL:-400}
 EVAL_EVERY=${EVAL_EVERY:-1000}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false LRA_DATA_DIR=${LRA_DATA_DIR:-/tmp/lra-data}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # run from the repository root
 mkdir -p "$DEST" "$RUNS"
 
 # Prepare each data variant once (20k / 200k images, LRA distractors / none).
