@@ -151,9 +151,10 @@ def _dkv_kernel(len_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref
     k, v = k_ref[...], v_ref[...]
     k_pos = kj * bk + jnp.arange(bk)
     n_q = q_ref.shape[0] // bq
-    # Explicit int32 bounds: Triton's scf.for needs its lower and upper bound of one type.
-    first = lax.div(kj * bk, bq) if cfg.causal else jnp.int32(0)
-    # A key block wholly past the length gets no gradient: skip every query block.
+    first = lax.div(kj * bk, bq) if cfg.causal else 0
+    # A key block wholly past the length gets no gradient: skip every query block. n_q is
+    # made int32: a where of two Python ints is weakly typed, and Triton then gave the loop
+    # bounds two integer types, which its scf.for rejects.
     last = jnp.where(kj * bk < length, jnp.int32(n_q), first)
 
     def body(i, carry):

@@ -145,7 +145,6 @@ def test_layout_must_cover_the_input():
         block_sparse_attention(q, k, v, idx, count, block_size=BLOCK, impl="xla")
 
 
-
 @pytest.mark.parametrize("lead, causal", [((), False), ((2,), False), ((2, 2), True)])
 def test_lowers_to_triton_for_gpu(monkeypatch, lead, causal):
     x = jnp.zeros((2, 256, 2, 64), jnp.bfloat16)

@@ -78,7 +78,6 @@ def test_tiles_must_be_powers_of_two():
         flash_attention(q, k, v, LENGTHS, block_q=48, impl="pallas", interpret=True)
 
 
-
 @pytest.mark.parametrize("causal", [False, True])
 def test_lowers_to_triton_for_gpu(monkeypatch, causal):
     x = jnp.zeros((2, 256, 2, 64), jnp.bfloat16)

@@ -64,7 +64,6 @@ def test_kernel_matches_reference_values_and_gradients(causal):
     np.testing.assert_array_equal(np.asarray(got[2])[~real], 0.0)   # padded keys: no dk'
 
 
-
 @pytest.mark.parametrize("causal, kernels", [(False, 4), (True, 3)])
 def test_lowers_to_triton_for_gpu(monkeypatch, causal, kernels):
     x = jnp.ones((2, 256, 2, 64), jnp.bfloat16)

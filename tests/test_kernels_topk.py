@@ -78,7 +78,6 @@ def test_kernel_matches_reference_values_and_gradients(causal):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-
 def test_lowers_to_triton_for_gpu(monkeypatch):
     x = jnp.zeros((2, 256, 2, 64), jnp.bfloat16)
     fn = lambda q, k, v: topk_attention(q, k, v, jnp.array([256, 100]), top_k=16)
