@@ -1,4 +1,9 @@
-"""AdaMRA: ReLU-linear limit, naive reference of the routed core, router gradient, masks."""
+"""AdaMRA against a float64 reference written from the paper's Eq. 6-9, plus options and errors.
+
+The reference works on the layer's input x, one query, one head and one subhead at a time,
+with the equations' own shapes (W^Q_hs: d x d/S, head outputs concatenated over subheads,
+summed over heads, then W^O); it only reads the layer's weights.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -7,136 +12,133 @@ import pytest
 from flax import nnx
 
 from lra.attention import AttentionConfig
-from lra.attention.adamra import AdaMRAAttention, routed_kernel_attention
+from lra.attention.adamra import AdaMRAAttention
 from lra.errors import LRAError
 
-B, L = 2, 20
+B, L, D = 2, 20, 8
 LENGTHS = (20, 13)
 EPS = 1e-6
 
 
-def build(num_heads=3, head_dim=4, seed=0, **kwargs):
-    cfg = AttentionConfig(dim=num_heads * head_dim, num_heads=num_heads, max_len=32)
-    return AdaMRAAttention(cfg, rngs=nnx.Rngs(seed), **kwargs)
+def build(rates=(0.5, 0.125, 0.03125), num_heads=2, dim=D, seed=0, **kwargs):
+    cfg = AttentionConfig(dim=dim, num_heads=num_heads, max_len=32)
+    return AdaMRAAttention(cfg, rngs=nnx.Rngs(seed), compression_rates=rates, **kwargs)
 
 
-def qkv(num_heads=3, head_dim=4, seed=1):
-    keys = jax.random.split(jax.random.key(seed), 3)
-    q, k, v = (jax.random.normal(key, (B, L, num_heads, head_dim)) for key in keys)
+def inputs(seed=1):
+    x = jax.random.normal(jax.random.key(seed), (B, L, D))
     mask = jnp.arange(L)[None, :] < jnp.array(LENGTHS)[:, None]
-    return q, k, v, mask
+    return x, mask
 
 
-def real(out, mask):
-    return np.where(np.asarray(mask)[:, :, None, None], np.asarray(out), 0.0)
+def f64(x):
+    return np.asarray(x[...], np.float64)
 
 
-def relu_linear_attention(q, k, v, n):
-    """phi(q_i)^T sum_j phi(k_j) v_j^T / (phi(q_i)^T sum_j phi(k_j) + eps) over n real keys."""
-    fq, fk = np.maximum(q, 0), np.maximum(k[:n], 0)
-    weights = fq @ fk.T
-    return weights @ v[:n] / (weights.sum(-1, keepdims=True) + EPS)
+def paper_adamra(model, x, n, rates, subheads, feature_map, gate):
+    """Eq. 1 and 6-9 for one example whose first n tokens are real; rows past n are 0."""
+    x = f64(x)[:n]
+    d = x.shape[1]
+    dv = d // subheads
+    q, k, v = (x @ f64(lin.kernel) + f64(lin.bias) for lin in (model.query, model.key, model.value))
+    phi = {"relu": lambda t: np.maximum(t, 0), "elu+1": lambda t: np.where(t > 0, t + 1, np.exp(t))}
+    out = np.zeros((L, d))
+    for i in range(n):
+        if hasattr(model, "router"):
+            logits = q[i] @ f64(model.router.kernel)  # Eq. 6: P = softmax(Q W)
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            head = int(np.argmax(p))
+            weight = p[head] if gate == "probability" else 1.0
+        else:
+            head, weight = int(np.asarray(model.random_heads[...])[i]), 1.0
+        size = round(1 / rates[head])
+        # segment means over the real tokens: m_h = ceil(n c_h) landmarks
+        k_c = np.stack([k[s:s + size].mean(0) for s in range(0, n, size)])
+        v_c = np.stack([v[s:s + size].mean(0) for s in range(0, n, size)])
+        parts = []
+        for s in range(subheads):
+            cols = slice(s * dv, (s + 1) * dv)
+            qs = q[i] @ f64(model.head_query)[head][:, cols]  # Eq. 9: Q^h W^Q_hs
+            ks = k_c @ f64(model.head_key)[head][:, cols]
+            vs = v_c @ f64(model.head_value)[head][:, cols]
+            if feature_map == "softmax":
+                w = np.exp(ks @ qs / np.sqrt(dv) - (ks @ qs / np.sqrt(dv)).max())
+                parts.append(w @ vs / w.sum())
+            else:  # Eq. 7
+                w = phi[feature_map](ks) @ phi[feature_map](qs)
+                parts.append(w @ vs / (w.sum() + EPS))
+        out[i] = weight * np.concatenate(parts)  # Eq. 8: the other heads are masked out: 0
+    return out @ f64(model.out.kernel) + f64(model.out.bias)  # (sum_h Head_h) W^O
 
 
-def compress(x, n, size):
-    """Means of the real tokens (first n) of each segment of `size` that holds one."""
-    return np.stack([x[s:min(s + size, n)].mean(0) for s in range(0, n, size)])
-
-
-def naive_adamra(model, q, k, v, mask):
-    """Route every query by argmax softmax(Q W), scale by its probability, run the chosen
-    head's subheads over the head's compressed keys and values; other heads give 0."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    b, l, h, dh = q.shape
-    w = np.asarray(model.router.kernel[...], np.float64)
-    ds = dh // model.subheads
-    out = np.zeros_like(q)
-    for bi in range(b):
-        n = int(np.asarray(mask[bi]).sum())
-        logits = q[bi].reshape(l, h * dh) @ w
-        probs = np.exp(logits - logits.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
-        for i in range(l):
-            head = int(np.argmax(probs[i]))
-            size = model.segments[head]
-            for s in range(model.subheads):
-                part = slice(s * ds, (s + 1) * ds)
-                kc = compress(k[bi, :, head, part], n, size)
-                vc = compress(v[bi, :, head, part], n, size)
-                row = relu_linear_attention(q[bi, i:i + 1, head, part], kc, vc, len(kc))
-                out[bi, i, head, part] = probs[i, head] * row[0]
-    return out
-
-
-def test_rate_one_single_head_is_relu_linear_attention():
-    """c = 1 and one head (router probability 1): exactly ReLU linear attention."""
-    model = build(num_heads=1, head_dim=8, compression_rates=(1.0,), subheads=1)
-    q, k, v, mask = qkv(num_heads=1, head_dim=8)
-    out = np.asarray(model.core(q, k, v, mask, deterministic=True))
+def check_against_paper(model, rates, subheads=2, feature_map="relu", gate="probability"):
+    x, mask = inputs()
+    got = np.asarray(model(x, mask, deterministic=True), np.float64)
     for b, n in enumerate(LENGTHS):
-        ref = relu_linear_attention(*(np.asarray(x[b, :, 0], np.float64) for x in (q, k, v)), n)
-        np.testing.assert_allclose(out[b, :n, 0], ref[:n], rtol=1e-5, atol=1e-5)
+        ref = paper_adamra(model, x[b], n, rates, subheads, feature_map, gate)
+        np.testing.assert_allclose(got[b, :n], ref[:n], rtol=2e-5, atol=2e-5)
 
 
-def test_one_chosen_head_at_rate_one():
-    """Every query routed to head 1 with weight 1: head 1 is ReLU linear attention, others 0."""
-    q, k, v, mask = qkv()
-    gate = jnp.zeros((B, L, 3)).at[:, :, 1].set(1.0)
-    out = np.asarray(routed_kernel_attention(q, k, v, mask, gate, (1, 1, 1), 1, EPS))
-    assert np.all(out[:, :, [0, 2]] == 0)
-    for b, n in enumerate(LENGTHS):
-        ref = relu_linear_attention(*(np.asarray(x[b, :, 1], np.float64) for x in (q, k, v)), n)
-        np.testing.assert_allclose(out[b, :n, 1], ref[:n], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("feature_map", ["relu", "elu+1", "softmax"])
+@pytest.mark.parametrize("gate", ["probability", "mask"])
+def test_matches_the_paper_equations(feature_map, gate):
+    """Default rates (segments 2, 8, 32: partial and single segments), S = 2, padding."""
+    rates = (0.5, 0.125, 0.03125)
+    model = build(rates, feature_map=feature_map, gate=gate)
+    check_against_paper(model, rates, feature_map=feature_map, gate=gate)
 
 
-@pytest.mark.parametrize("num_heads", [3, 4])
-def test_matches_naive_routed_reference(num_heads):
-    """Default rates (segments 2, 8, 32, cycled over 4 heads), 2 subheads, partial segments."""
-    model = build(num_heads=num_heads)
-    q, k, v, mask = qkv(num_heads=num_heads)
-    out = model.core(q, k, v, mask, deterministic=True)
-    ref = naive_adamra(model, q, k, v, mask)
-    np.testing.assert_allclose(real(out, mask), real(ref, mask), rtol=1e-5, atol=1e-5)
-    routed = np.count_nonzero(np.abs(np.asarray(out)).sum(-1), axis=-1)
-    assert routed.max() == 1, "each query has exactly one head"
+@pytest.mark.parametrize("rates, subheads", [
+    ((0.25, 0.03125), 2),  # Table 4 model 1
+    ((0.5, 0.25, 0.125, 0.0625), 4),  # Table 2's four-head variant, four subheads
+    ((0.5, 0.5, 0.5), 1),  # Table 4 model 9: single resolution
+])
+def test_other_rates_and_subheads(rates, subheads):
+    check_against_paper(build(rates, subheads=subheads), rates, subheads=subheads)
 
 
-def test_rates_cycle_over_heads():
-    assert build(num_heads=3).segments == (2, 8, 32)
-    assert build(num_heads=4).segments == (2, 8, 32, 2)
-    assert build(num_heads=2, compression_rates=(0.25,)).segments == (4, 4)
+def test_random_router_matches_the_paper_equations():
+    rates = (0.5, 0.125, 0.03125)
+    model = build(rates, router="random")
+    assert not hasattr(model, "router")
+    heads = np.asarray(model.random_heads[...])
+    assert heads.shape == (32,) and set(heads) == {0, 1, 2}  # every head gets queries
+    check_against_paper(model, rates)
 
 
-def test_padded_keys_are_never_counted():
-    """Padded keys/values of any value leave every output unchanged (mask-aware means)."""
-    model = build()
-    q, k, v, mask = qkv()
-    ref = model.core(q, k, v, mask, deterministic=True)
-    big = lambda x: jnp.where(mask[:, :, None, None], x, 1e3)
-    out = model.core(q, big(k), big(v), mask, deterministic=True)
-    np.testing.assert_allclose(real(out, mask), real(ref, mask), rtol=1e-5, atol=1e-5)
+def test_heads_are_resolutions_not_slices_of_d():
+    """H = len(rates) heads of full width d whatever model.num_heads is: the parameters
+    are 4 d x d outer projections (+ biases), 3 d x d per head and the d x H router."""
+    counts = set()
+    for num_heads in (1, 2, 4):
+        model = build(num_heads=num_heads)
+        counts.add(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+    assert counts == {4 * (D * D + D) + 3 * 3 * D * D + D * 3}
 
 
-def test_router_weights_get_gradients():
-    model = build()
-    x = jax.random.normal(jax.random.key(3), (B, L, 12))
-    mask = jnp.arange(L)[None, :] < jnp.array(LENGTHS)[:, None]
+@pytest.mark.parametrize("gate, learns", [("probability", True), ("mask", False)])
+def test_router_learns_only_through_the_probability_gate(gate, learns):
+    model = build(gate=gate)
+    x, mask = inputs()
 
     def loss(m):
         return jnp.sum(jnp.where(mask[..., None], m(x, mask, deterministic=True), 0.0) ** 2)
 
-    grads = nnx.grad(loss)(model)
-    router = np.asarray(grads.router.kernel[...])
-    assert np.isfinite(router).all() and np.abs(router).max() > 1e-6
+    router = np.asarray(nnx.grad(loss)(model).router.kernel[...])
+    assert np.isfinite(router).all()
+    assert (np.abs(router).max() > 1e-6) == learns
 
 
-def test_bad_options_are_clear_errors():
-    with pytest.raises(LRAError, match="num_heads"):
-        build(num_heads=2)
-    with pytest.raises(LRAError, match="compression rate"):
-        build(compression_rates=(0.3, 0.5, 0.125))
-    with pytest.raises(LRAError, match="subheads"):
-        build(subheads=3)
+def test_bad_options_name_the_key():
+    for kwargs, key in [(dict(rates=(0.3, 0.5)), "compression_rates"),
+                        (dict(rates=()), "compression_rates"),
+                        (dict(subheads=3), "subheads"),
+                        (dict(feature_map="gelu"), "feature_map"),
+                        (dict(router="hash"), "router"),
+                        (dict(gate="soft"), "gate")]:
+        with pytest.raises(LRAError, match=f"model.attention_kwargs.{key}"):
+            build(**kwargs)
     with pytest.raises(LRAError, match="causal"):
-        AdaMRAAttention(AttentionConfig(dim=12, num_heads=3, max_len=32, causal=True),
+        AdaMRAAttention(AttentionConfig(dim=D, num_heads=2, max_len=32, causal=True),
                         rngs=nnx.Rngs(0))
