@@ -1,13 +1,21 @@
-"""Per-method presets on top of each method's own (paper) defaults.
+"""Per-method presets on top of each method's own (paper) defaults; configs/README.md has
+the table of what each size is.
 
-A method's constructor defaults are the paper's; a preset here only records
-where a table of a paper used other values (e.g. Performer with 32 features in
-the AdaMRA tables) or where `size=smoke`/`cpu` shapes need smaller blocks.
+A method's constructor defaults are its paper's. A preset records:
+- size=nystrom: the values of the Nystromformer authors' LRA config for the methods it
+  names (mlpen/Nystromformer, LRA/code/lra_config.py, "extra_attn_config"), pinned even
+  where they equal the defaults, so that the protocol is written down in one place;
+- size=lra: the LRA code's values where they differ from the paper's;
+- size=smoke/cpu: smaller blocks where the paper's would cover a whole short sequence.
+
+VARIANTS are named variants for `lra bench` (AdaMRA Table 2's rows), GROUPS named lists of
+bench rows (`lra bench --models table2`).
 """
 
 from __future__ import annotations
 
 from lra import attention
+from lra.errors import LRAError
 
 # {method: {size: {hyperparameter: value}}}
 PRESETS: dict[str, dict[str, dict]] = {}
@@ -20,22 +28,26 @@ PRESETS["local"] = {"smoke": {"block_size": 16}}
 # Content-based sparse: k = 64, buckets of 64 and local windows of 256 cover a smoke sequence.
 PRESETS["topk"] = {"smoke": {"k": 8, "chunk": 16}}
 PRESETS["routing"] = {"smoke": {"local_window": 16}}
-PRESETS["reformer"] = {"smoke": {"bucket_size": 8}}
-# Performer: the Nystromformer/AdaMRA tables use 32 random features (paper default 256).
-PRESETS["performer"] = {"nystrom": {"nb_features": 32}}
+# Reformer: lra_config "reformer-2" = {"num_hash": 2} (Hugging Face LSHSelfAttention, chunks of 64).
+PRESETS["reformer"] = {"smoke": {"bucket_size": 8}, "nystrom": {"n_hashes": 2}}
+# Performer: lra_config "performer-256" = {"rp_dim": 256, "kernel_type": "relu"}. Its wrapper
+# passes kernel_fn=ReLU to performer_pytorch's FastAttention without generalized_attention=True,
+# so the features that run are FAVOR+ softmax ones: those of this Performer.
+PRESETS["performer"] = {"nystrom": {"nb_features": 256}}
 # Scatterbrain: blocks of 64 would put a whole smoke sequence in one block (exact softmax).
 PRESETS["scatterbrain"] = {"smoke": {"block_size": 16}}
-# Projection baselines. Linformer: the LRA code uses k = 16, one matrix for K, V and heads.
-# Nystromformer: the authors' LRA configs add a depthwise conv of V with kernel 35; at smoke
-# size 64 landmarks would be one token each (exact softmax), so use 8.
-PRESETS["linformer"] = {"smoke": {"k": 16}, "lra": {"k": 16, "sharing": "kv"}}
-PRESETS["nystrom"] = {"smoke": {"num_landmarks": 8}, "nystrom": {"conv_kernel_size": 35},
+# Linformer: lra_config "linformer-256" = {"linformer_k": 256}; the LRA code uses k = 16 with
+# one matrix for K, V and heads.
+PRESETS["linformer"] = {"smoke": {"k": 16}, "nystrom": {"k": 256},
+                        "lra": {"k": 16, "sharing": "kv"}}
+# Nystromformer: lra_config "nystrom-64" = {"num_landmarks": 64, "conv_kernel_size": 35}; at
+# smoke size 64 landmarks would be one token each (exact softmax), so use 8.
+PRESETS["nystrom"] = {"smoke": {"num_landmarks": 8},
+                      "nystrom": {"num_landmarks": 64, "conv_kernel_size": 35},
                       "lra": {"conv_kernel_size": 35}}
-# AdaMRA needs a head per compression rate; the 2-head models of these sizes keep the
-# first two of the paper's (1/2, 1/8, 1/32).
-PRESETS["adamra"] = {"smoke": {"compression_rates": (0.5, 0.125)},
-                     "cpu": {"compression_rates": (0.5, 0.125)},
-                     "nystrom": {"compression_rates": (0.5, 0.125)}}
+# AdaMRA: no preset. Its defaults are the paper's LRA model (Table 4 model 3: H = 3,
+# c = (1/2, 1/8, 1/32), S = 2, phi = ReLU) at every size; segments of at most 32 tokens fit
+# every smoke and cpu sequence (64 tokens and more).
 
 
 # Per-task values of the LRA configs at size=lra: local attention uses blocks of 64 on the
@@ -43,6 +55,22 @@ PRESETS["adamra"] = {"smoke": {"compression_rates": (0.5, 0.125)},
 TASK_PRESETS: dict[str, dict[str, dict]] = {
     "local": {"image": {"block_size": 64}, "pathfinder": {"block_size": 64},
               "pathx": {"block_size": 64}},
+}
+
+# Bench variants, {name: (method, hyperparameters on top of the method's preset)}: the rows of
+# AdaMRA Table 2 that are not a method at its preset ("Performer-32", "Nystromformer-32",
+# "Ours-(1/2,1/4,1/8,1/16)", "Ours-(1/4,1/8,1/16,1/32)": four heads, one per rate).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "performer-32": ("performer", {"nb_features": 32}),
+    "nystrom-32": ("nystrom", {"num_landmarks": 32}),
+    "adamra-1/2..1/16": ("adamra", {"compression_rates": (1 / 2, 1 / 4, 1 / 8, 1 / 16)}),
+    "adamra-1/4..1/32": ("adamra", {"compression_rates": (1 / 4, 1 / 8, 1 / 16, 1 / 32)}),
+}
+
+# Named lists of bench rows: AdaMRA Table 2 (and Table 3, its SMAT) in the paper's order.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "table2": ("softmax", "bigbird", "reformer", "linformer", "linear", "performer-32",
+               "nystrom-32", "adamra-1/2..1/16", "adamra-1/4..1/32"),
 }
 
 
@@ -53,3 +81,14 @@ def preset(name: str, size: str, task: str | None = None) -> dict:
     if size == "lra" and task:
         out.update(TASK_PRESETS.get(name, {}).get(task, {}))
     return out
+
+
+def variant(name: str) -> tuple[str, dict]:
+    """(method, hyperparameters) of a bench row: a VARIANTS name or a method at its preset."""
+    if name in VARIANTS:
+        method, kwargs = VARIANTS[name]
+        return method, dict(kwargs)
+    if name not in attention.names():
+        raise LRAError(f"unknown model {name!r}; valid: methods "
+                       f"{', '.join(attention.names())}; variants {', '.join(VARIANTS)}")
+    return name, {}

@@ -6,7 +6,13 @@ device allocator on GPU/TPU or from XLA's memory analysis of the compiled step o
 CPU (the field `memory_method` says which). With `rounds` > 1 the whole grid is
 measured that many times over and each row takes the median of its rounds. An OOM
 is recorded and the benchmark goes on. Results, with a fitted scaling exponent of
-time against length per method and the XLA_FLAGS in force, go to bench.json.
+time against length per row and the XLA_FLAGS in force, go to bench.json.
+
+A row is a method at its preset for the size, or a named variant of one
+(configs/models.py VARIANTS, e.g. `performer-32`, AdaMRA Table 2's Performer with 32
+features): the row keeps the variant's name and records the method and hyperparameters
+it ran. `--models` takes methods, variants and groups: `all` (every registered method)
+and `table2` (AdaMRA Table 2's rows, configs/models.py GROUPS).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 import jax
 import numpy as np
 
-from lra import config
+from lra import attention, config
 from lra.errors import LRAError
 
 log = logging.getLogger(__name__)
@@ -30,9 +36,31 @@ log = logging.getLogger(__name__)
 VOCAB = 257  # bytes + padding; the vocabulary only sizes the embedding table
 
 
+def _models():
+    return config.load_module(config.CONFIG_DIR / "models.py")
+
+
+def model_names(text: str) -> list[str]:
+    """`--models`: a comma list of methods, variants and groups, expanded in order."""
+    models = _models()
+    groups = {"all": attention.names(), **models.GROUPS}
+    names = list(dict.fromkeys(n for item in text.split(",") if item
+                               for n in groups.get(item, [item])))
+    valid = [*attention.names(), *models.VARIANTS]
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        raise LRAError(f"--models: unknown model {bad[0] if bad else text!r}; valid: "
+                       f"{', '.join([*groups, *valid])}")
+    return names
+
+
 def bench_config(task: str, model: str, length: int, batch: int, size: str, overrides: dict):
-    return config.load(f"{task}:model={model},size={size}",
-                       {**overrides, "data.max_len": str(length), "train.batch_size": str(batch)})
+    """The config of bench row `model` (a method or a variant); `overrides` come last."""
+    method, kwargs = _models().variant(model)
+    pinned = {f"model.attention_kwargs.{k}": repr(v) for k, v in kwargs.items()}
+    return config.load(f"{task}:model={method},size={size}",
+                       {**pinned, **overrides, "data.max_len": str(length),
+                        "train.batch_size": str(batch)})
 
 
 def measure(task: str, model: str, length: int, batch: int, size: str = "nystrom",
@@ -57,8 +85,9 @@ def measure(task: str, model: str, length: int, batch: int, size: str = "nystrom
         if i >= warmup:
             times.append(time.perf_counter() - start)
     peak, method = train.peak_memory(trainer._train)
-    return {"model": model, "length": length, "status": "ok",
-            "step_seconds": statistics.median(times), "compile_seconds": compile_s,
+    return {"model": model, "attention": c.model.attention,
+            "attention_kwargs": c.model.attention_kwargs.to_dict(), "length": length,
+            "status": "ok", "step_seconds": statistics.median(times), "compile_seconds": compile_s,
             "examples_per_second": batch / statistics.median(times),
             "peak_memory_bytes": peak, "memory_method": method, "params": trainer.num_params}
 

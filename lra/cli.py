@@ -53,7 +53,9 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="speed and memory of a training step per method and length")
     b.add_argument("--task", default="text")
-    b.add_argument("--models", default="all", help="all | a,b,c")
+    b.add_argument("--models", default="all",
+                   help="a,b,c of methods, variants (configs/models.py VARIANTS, e.g. "
+                   "performer-32) and groups: all (every method), table2 (AdaMRA Table 2's rows)")
     b.add_argument("--lengths", default="1024,2048,4096")
     b.add_argument("--batch", type=int, default=4)
     b.add_argument("--size", default="nystrom", help="model size: nystrom = 2 layers, emb 64")

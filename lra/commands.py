@@ -82,10 +82,9 @@ def bench(args, overrides: dict[str, str]) -> dict:
     import shlex
 
     from lra import bench as benchmark
-    from lra.sweep import _names
     from lra.workdir import write_json
 
-    models = _names(args.models, attention.names(), "model")
+    models = benchmark.model_names(args.models)
 
     def show(row):
         if row["status"] == "ok":

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import ml_collections
+from flax import nnx
 
 from lra import attention
 from lra.errors import LRAError
@@ -118,5 +119,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if unknown:
         raise LRAError(f"model.attention_kwargs.{unknown[0]} is not a hyperparameter of "
                        f"{info.name}; valid: {', '.join(sorted(info.defaults)) or 'none'}")
-    attention.AttentionConfig(c.model.emb_dim, c.model.num_heads, c.data.max_len,
-                              impl=c.model.impl)
+    max_len = c.data.max_len + int(c.model.pooling == "cls")
+    cfg = attention.AttentionConfig(c.model.emb_dim, c.model.num_heads, max_len,
+                                    causal=c.model.causal, impl=c.model.impl)
+    # The method's own checks (impossible option combinations) run here, before any data
+    # is prepared or anything written; eval_shape builds the layer without its arrays.
+    nnx.eval_shape(lambda: info.cls(cfg, rngs=nnx.Rngs(0), **dict(c.model.attention_kwargs)))

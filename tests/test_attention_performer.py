@@ -99,7 +99,7 @@ def test_features_are_not_trainable_and_defaults_are_the_papers():
     params = nnx.state(model, nnx.Param)
     assert all(leaf.shape != (256, DH) for leaf in jax.tree.leaves(params))
     assert attention.info("performer").defaults == {"nb_features": 256, "redraw": False}
-    assert models.preset("performer", "nystrom") == {"nb_features": 32}
+    assert models.preset("performer", "nystrom") == {"nb_features": 256}
 
 
 def test_bad_feature_count_is_a_clear_error():

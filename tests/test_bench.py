@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lra import bench, cli
+from lra import attention, bench, cli
 from lra.errors import LRAError
 
 
@@ -75,3 +75,60 @@ def test_a_failed_round_fails_the_row_and_is_not_retried(monkeypatch):
     monkeypatch.setattr(bench, "run_one", fake)
     result = bench.run("listops", ["softmax"], [32], batch=2, size="smoke", rounds=3)
     assert calls == ["softmax"] and result["results"][0]["status"] == "oom"
+
+
+def test_models_expand_groups_and_variants():
+    assert bench.model_names("all") == attention.names()
+    assert bench.model_names("table2") == [
+        "softmax", "bigbird", "reformer", "linformer", "linear", "performer-32", "nystrom-32",
+        "adamra-1/2..1/16", "adamra-1/4..1/32"]  # AdaMRA Table 2's rows, in its order
+    assert bench.model_names("performer-32,softmax,table2")[:3] == [
+        "performer-32", "softmax", "bigbird"]  # in order, each once
+    for bad in ("nope", "performer-33", ",", ""):
+        with pytest.raises(LRAError, match="--models: unknown model"):
+            bench.model_names(bad)
+
+
+def test_variants_run_their_method_with_their_hyperparameters():
+    def kwargs(model, overrides=None):
+        c = bench.bench_config("text", model, 4096, 8, "nystrom", overrides or {})
+        return c.model.attention, c.model.attention_kwargs.to_dict()
+
+    assert kwargs("performer-32") == ("performer", {"nb_features": 32})
+    assert kwargs("performer") == ("performer", {"nb_features": 256})
+    # on top of the method's preset: the 35-wide convolution of the Nystromformer protocol stays
+    assert kwargs("nystrom-32") == ("nystrom", {"num_landmarks": 32, "conv_kernel_size": 35})
+    assert kwargs("adamra-1/2..1/16") == ("adamra", {"compression_rates": (0.5, 0.25, 0.125, 0.0625)})
+    assert kwargs("adamra-1/4..1/32") == ("adamra",
+                                          {"compression_rates": (0.25, 0.125, 0.0625, 0.03125)})
+    # --config overrides come last
+    assert kwargs("performer-32", {"model.attention_kwargs.nb_features": "64"})[1] == {
+        "nb_features": 64}
+    with pytest.raises(LRAError, match="unknown model 'nope'"):
+        kwargs("nope")
+
+
+def test_table2_rows_carry_the_variants_names(monkeypatch):
+    def fake(task, model, length, *args):
+        return {"model": model, "length": length, "status": "ok", "step_seconds": length / 1e3,
+                "compile_seconds": 1.0, "examples_per_second": 1.0, "peak_memory_bytes": 8}
+
+    monkeypatch.setattr(bench, "run_one", fake)
+    models = bench.model_names("table2")
+    result = bench.run("text", models, [1024, 2048], batch=8, size="nystrom")
+    assert [r["model"] for r in result["results"]] == [m for m in models for _ in (1, 2)]
+    assert result["scaling_exponents"]["performer-32"] == pytest.approx(1.0)
+
+
+def test_a_variant_is_measured_under_its_name():
+    row = bench.measure("listops", "performer-32", 32, 2, size="smoke", steps=1, warmup=0)
+    assert row["status"] == "ok" and row["model"] == "performer-32"
+    assert row["attention"] == "performer" and row["attention_kwargs"] == {"nb_features": 32}
+
+
+def test_cli_takes_variants(tmp_path):
+    out = tmp_path / "b.json"
+    assert cli.main(["bench", "--task", "listops", "--size", "smoke", "--models", "performer-32",
+                     "--lengths", "32", "--batch", "2", "--steps", "1", "--warmup", "0",
+                     "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["model"] == "performer-32"

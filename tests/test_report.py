@@ -163,6 +163,39 @@ def test_smat_ties_normalise_to_one_half():
     assert report.min_max({"a": 1.0, "b": 3.0, "c": 2.0}) == {"a": 0.0, "b": 1.0, "c": 0.5}
 
 
+# AdaMRA (Zhang et al. 2021) Table 3: speed (examples/s) and peak memory (MB) of a training
+# step on IMDb at 4K tokens, batch 8, LRA score (%); each with the paper's min-max normalised
+# value in brackets, then the paper's SMAT.
+TABLE3 = {
+    "Transformer": (14.5, 0.00, 6645, 1.00, 58.77, 0.54, 0.54),
+    "BigBird": (36.4, 0.12, 2917, 0.30, 59.43, 0.61, 1.43),
+    "Reformer": (80.0, 0.35, 2023, 0.13, 55.04, 0.15, 1.37),
+    "Linformer": (111.1, 0.52, 2003, 0.12, 55.59, 0.21, 1.61),
+    "Linear Transformer": (200.0, 1.00, 1353, 0.00, 58.20, 0.48, 2.48),
+    "Performer-32": (142.9, 0.69, 1439, 0.02, 53.63, 0.00, 1.67),
+    "Nystromformer-32": (57.1, 0.23, 2687, 0.25, 58.95, 0.56, 1.54),
+    "Ours (AdaMRA)": (160.0, 0.78, 1475, 0.02, 63.09, 1.00, 2.76),
+}
+
+
+def test_smat_reproduces_adamra_table3():
+    """smat_rows on Table 3's speed, memory and LRA columns gives its SMAT column to 0.01
+    and its bracketed normalised values to rounding. The paper sums the rounded brackets
+    (e.g. BigBird 0.12 + 0.70 + 0.61 = 1.43, unrounded 1.436), hence differences up to 0.006."""
+    rows = {(m, 4096): {"status": "ok", "examples_per_second": eps,
+                        "peak_memory_bytes": mb * 2**20} for m, (eps, _, mb, *_) in TABLE3.items()}
+    group = report.BenchGroup("text", "nystrom", 8, "Tesla T4", rows, [])
+    avg = {m: v[4] / 100 for m, v in TABLE3.items()}
+    out, length = report.smat_rows(avg, group)
+    assert length == 4096 and len(out) == len(TABLE3)
+    for r in out:
+        _, s, _, m, _, a, smat = TABLE3[r["model"]]
+        assert r["SMAT"] == pytest.approx(smat, abs=0.01), r["model"]
+        assert (r["S"], r["M"], r["A"]) == pytest.approx((s, m, a), abs=0.0051), r["model"]
+        assert s + 1 - m + a == pytest.approx(smat, abs=1e-9)  # the paper's own rounding
+    assert [r["model"] for r in out][:2] == ["Ours (AdaMRA)", "Linear Transformer"]
+
+
 def test_partial_tree_lists_what_is_missing(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "listops", "softmax", 0, 0.4)

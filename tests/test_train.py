@@ -112,13 +112,18 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
      "does not divide"),
     (["train", "--config", "listops:size=smoke", "--config.model.attention_kwargs.zz=1",
       "--workdir", "w"], "not a hyperparameter"),
+    (["train", "--config", "listops:model=adamra,size=smoke",
+      "--config.model.attention_kwargs.subheads=3", "--workdir", "w"],
+     "model.attention_kwargs.subheads=3 must divide model.emb_dim=32"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, capsys, monkeypatch):
+    """Refused before anything is written: no workdir, no prepared data."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LRA_DATA_DIR", str(tmp_path / "data"))
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
-    assert not (tmp_path / "w").exists()
+    assert not (tmp_path / "w").exists() and not (tmp_path / "data").exists()
 
 
 def test_label_out_of_range_is_refused(tmp_path, monkeypatch):

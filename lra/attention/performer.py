@@ -8,8 +8,9 @@ softmax(Q K^T / sqrt(d)) V is estimated with positive orthogonal random features
 
 in O(n m d) time and memory (§2.1, Eq. 1, approximated as in §2.2). W holds
 m = `nb_features` block-orthogonal Gaussian rows: 256 by default, the default of the
-authors' reference implementation (the AdaMRA tables use 32: the `nystrom` preset in
-configs/models.py). The feature map, its log-space stabilisation and the unidirectional
+authors' reference implementation and of the Nystromformer LRA config (the `nystrom`
+preset); AdaMRA Table 2 uses 32 (the bench variant `performer-32` in configs/models.py).
+The feature map, its log-space stabilisation and the unidirectional
 (causal) prefix sums (§2.2) are in `lra.attention.features`, where the choices left open
 by the paper are stated.
 
