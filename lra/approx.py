@@ -29,11 +29,15 @@ Three sources of q, k, v (`--inputs`, or `--checkpoint`):
     between the sparse part must hold the attention within a cluster and the low-rank
     part the rest.
     Our instance (the sizes are ours): clusters of `cluster_size` = 8 tokens at random
-    positions (so that no locality favours windowed methods), centres c ~ N(0, I / d)
-    (norm about 1), members z = c + N(0, Delta^2 I / d), Delta = `delta` = 0.5, one draw
-    per head, d = 32; q = k = sqrt(beta) d^(1/4) z, so that q.k / sqrt(d) = beta z.z,
-    with beta = 1 / T; v ~ N(0, 1). The default temperatures put beta at 1 .. 32, around
-    log L (6.2 at L = 512).
+    positions (so that no locality favours windowed methods), unit-norm random centres c,
+    members z = (c + r) / |c + r| with r ~ N(0, Delta^2 I / d), Delta = `delta` = 0.5, one
+    draw per head, d = 32; q = k = sqrt(beta) d^(1/4) z, so that q.k / sqrt(d) = beta z.z,
+    with beta = 1 / T; v ~ N(0, 1). Every token lies on the unit sphere (the setting of
+    the authors' error analysis, HazyResearch/scatterbrain analysis/mse_plot.py, |q| =
+    |k| = 1), so its own logit is beta and a cluster mate's about beta / (1 + Delta^2);
+    with unequal norms a few long tokens would dominate every row, and the Reformer
+    (below) could not see the same logits. The default temperatures put beta at 1 .. 32,
+    around log L (6.2 at L = 512).
 (c) a trained checkpoint (`--checkpoint WORKDIR`): the best checkpoint of a run is
     restored, a batch of validation examples goes through it, and at every layer the
     q, k, v of that layer's own projections (`project`) are taken, at T = 1. This is the
@@ -44,17 +48,24 @@ Three sources of q, k, v (`--inputs`, or `--checkpoint`):
 
 Matched budget: each method gets the hyperparameters that give it about `budget` keys
 or features per query (BUDGETS; e.g. Top-k k = b, Performer b features, Linformer and
-Nystromformer b projected keys or landmarks, Scatterbrain b/2 features plus b/2 sparse
-keys, Reformer 2 rounds of two chunks of b/4, BigBird 8 blocks of b/8). A method without
-such a knob (linear, AdaMRA) keeps its defaults, and so does a method not in BUDGETS.
-With a checkpoint, the method's preset for the run's size comes first (configs/models.py).
+Nystromformer b projected keys or landmarks, Reformer 2 rounds of two chunks of b/4,
+BigBird 8 blocks of b/8). Scatterbrain gets half of each of its parts: b/2 features and
+2 hash rounds of chunks of b/4 (at most b/2 keys), as the authors pair them (their LRA
+and T2T-ViT configs give Scatterbrain half the Performer's features and half SMYRF's
+cluster size at the same 2 rounds); its feature map is the Performer's positive one
+(`feature_map="positive"`, not its hyperbolic default), so that its low-rank part is the
+Performer column's estimator with half the features. A method without such a knob
+(linear, AdaMRA) keeps its defaults, and so does a method not in BUDGETS. With a
+checkpoint, the method's preset for the run's size comes first (configs/models.py).
 
 How methods with their own layer are compared:
 - Reformer is shared-QK (Kitaev et al. 2020, §2): its keys are the normalised queries and
   it ignores k. Its reference is the exact attention of that layer: logits
   q_i . (q_j / ||q_j||) / (sqrt(d) T), a token's own key excluded unless it is the only one.
-  Its logits therefore grow like sqrt(beta), not beta, on clustered inputs: its column is
-  not on the same temperature scale as the others there.
+  On clustered inputs it is given q = beta sqrt(d) z instead (`shared_qk=True`): with
+  unit-norm z its logits are then beta z_i.z_j, those of every other method, its own key
+  aside. (Given the others' q, its logits would grow like sqrt(beta): its attention would
+  stay near uniform at every T, and its matrix error near sqrt(L / b) = 2.8.)
 - AdaMRA's router and Linformer's length projections are parameters of the method, not
   projections of x: they act inside `core` with their initial (random) values, so the
   measure is of the untrained method on the given q, k, v. AdaMRA does not aim at softmax
@@ -108,9 +119,13 @@ BUDGETS: dict[str, Callable[[int, int], dict]] = {
     "bigbird": lambda b, n: {"block_size": max(1, b // 8)},
     # 2 hash rounds x (own chunk + previous chunk)
     "reformer": lambda b, n: {"bucket_size": max(1, b // 4)},
-    # routing heads: clusters of n / num_clusters; local heads: 3 blocks of local_window
-    "routing": lambda b, n: {"num_clusters": max(1, n // b), "local_window": max(1, b // 3)},
-    "scatterbrain": lambda b, n: {"nb_features": max(1, b // 2), "block_size": max(1, b // 2)},
+    # routing heads: clusters of n / num_clusters; local heads: 3 blocks of local_window.
+    # score=raw: the default (layernorm) attends with LN(q).LN(k), not the softmax measured
+    "routing": lambda b, n: {"num_clusters": max(1, n // b), "local_window": max(1, b // 3),
+                             "score": "raw"},
+    # half of each part: b/2 features (Performer: b), 2 rounds of chunks of b/4 (Reformer: b)
+    "scatterbrain": lambda b, n: {"nb_features": max(1, b // 2), "block_size": max(1, b // 4),
+                                  "n_hashes": 2, "feature_map": "positive"},
 }
 
 
@@ -205,23 +220,31 @@ def random_inputs(length: int, temperatures, *, heads: int = 4, head_dim: int = 
 
 
 def clustered_inputs(length: int, temperatures, *, cluster_size: int = 8, delta: float = 0.5,
-                     heads: int = 4, head_dim: int = 32, batch: int = 1, seed: int = 0):
-    """(b): Scatterbrain §3's clustered tokens, queries equal to keys, beta = 1 / T; see the
-    module docstring. Cluster j holds the tokens perm[j s .. (j + 1) s - 1], s = cluster_size."""
+                     heads: int = 4, head_dim: int = 32, batch: int = 1, seed: int = 0,
+                     shared_qk: bool = False):
+    """(b): Scatterbrain §3's clustered tokens on the unit sphere, queries equal to keys,
+    beta = 1 / T; see the module docstring. Cluster j holds the tokens perm[j s .. (j + 1) s
+    - 1], s = cluster_size. `shared_qk`: q = beta sqrt(d) z, for a method whose keys are
+    its normalised queries (Reformer), so that its logits are beta z_i.z_j too."""
     if cluster_size < 1 or delta < 0:
         raise LRAError(f"clustered inputs: cluster_size={cluster_size} must be >= 1 and "
                        f"delta={delta} >= 0")
     kc, kr, kp, kv = jax.random.split(jax.random.key(seed), 4)
     shape = (batch, length, heads, head_dim)
     clusters = -(-length // cluster_size)
-    centres = jax.random.normal(kc, (batch, clusters, heads, head_dim)) / math.sqrt(head_dim)
+    unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    centres = unit(jax.random.normal(kc, (batch, clusters, heads, head_dim)))
     z = jnp.repeat(centres, cluster_size, axis=1)[:, :length]
-    z = z + delta / math.sqrt(head_dim) * jax.random.normal(kr, shape)
+    z = unit(z + delta / math.sqrt(head_dim) * jax.random.normal(kr, shape))
     z = z[:, jax.random.permutation(kp, length)]
     v = jax.random.normal(kv, shape)
     mask = jnp.ones((batch, length), bool)
     scale = head_dim ** 0.25
-    return [(x, x, v, mask) for x in (z * (scale / math.sqrt(t)) for t in temperatures)]
+    if shared_qk:
+        scales = [scale * scale / t for t in temperatures]
+    else:
+        scales = [scale / math.sqrt(t) for t in temperatures]
+    return [(x, x, v, mask) for x in (z * c for c in scales)]
 
 
 def checkpoint_inputs(workdir: str | Path, examples: int):
@@ -263,6 +286,7 @@ def run(methods: list[str], *, length: int = 512, budget: int = 64, temperatures
         source, name = "random q, k, v", "approx_random"
     else:
         synthetic = clustered_inputs(length, temperatures, delta=delta, seed=seed)
+        shared = clustered_inputs(length, temperatures, delta=delta, seed=seed, shared_qk=True)
         source, name = (f"clustered q = k (Scatterbrain §3, Delta={delta:g})",
                         "approx_clustered")
     what = "attention output" if of == "output" else "attention matrix"
@@ -272,14 +296,18 @@ def run(methods: list[str], *, length: int = 512, budget: int = 64, temperatures
     columns = [f"T={t:g}" for t in temperatures]
     tables = [_table(name, f"Relative error of the {what}, {source} (L={length}, budget "
                      f"{budget})", columns, "temperature", temperatures, methods,
-                     lambda m: (cfg, method_kwargs(m, budget, length)), synthetic, seed, of)]
+                     lambda m: (cfg, method_kwargs(m, budget, length)),
+                     lambda m: shared if inputs == "clustered" and m in SHARED_QK else synthetic,
+                     seed, of)]
     tables[0].notes.append("Mean row entropy of the exact attention (nats): " + ", ".join(
         f"T={t:g}: {h:.2f}" for t, h in zip(temperatures, entropies, strict=True))
         + f" (uniform: {math.log(length):.2f}).")
     if inputs == "clustered":
         tables[0].notes.append(f"beta = 1 / T; log L = {math.log(length):.2f} (Scatterbrain §3: "
                                "low-rank regime below about log L, sparse well above it); "
-                               "clusters of 8 tokens at random positions.")
+                               "clusters of 8 tokens on the unit sphere at random positions; "
+                               "Reformer given q = beta sqrt(d) z so that its logits (keys "
+                               "normalised) are the same beta z.z.")
     for record in tables[0].records:
         record["entropy"] = round(entropies[temperatures.index(record["temperature"])], 4)
     if checkpoint is not None:
@@ -301,11 +329,13 @@ def run(methods: list[str], *, length: int = 512, budget: int = 64, temperatures
 
 
 def _table(name, title, columns, key, values, methods, setup, inputs, seed, of) -> Table:
+    """`inputs`: the (q, k, v, mask) list, or a function of the method giving it."""
     rows, records, notes = [], [], []
     for method in methods:
         try:
             cfg, kwargs = setup(method)
-            errors = measure(method, cfg, kwargs, inputs, seed, of=of)
+            data = inputs(method) if callable(inputs) else inputs
+            errors = measure(method, cfg, kwargs, data, seed, of=of)
         except Exception as e:  # recorded, like a failed bench run: the other methods go on
             log.warning("approx: %s failed", method, exc_info=not isinstance(e, LRAError))
             first = (str(e).splitlines() or [""])[0]

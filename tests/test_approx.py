@@ -60,8 +60,10 @@ def test_temperature_sets_entropy_and_sparse_methods_win_when_peaked(inputs):
 
 def test_budget_rule():
     assert approx.method_kwargs("topk", 64, 512) == {"k": 64}
-    assert approx.method_kwargs("scatterbrain", 64, 512) == {"nb_features": 32, "block_size": 32}
-    assert approx.method_kwargs("routing", 64, 512) == {"num_clusters": 8, "local_window": 21}
+    assert approx.method_kwargs("scatterbrain", 64, 512) == {
+        "nb_features": 32, "block_size": 16, "n_hashes": 2, "feature_map": "positive"}
+    assert approx.method_kwargs("routing", 64, 512) == {"num_clusters": 8, "local_window": 21,
+                                                          "score": "raw"}
     assert approx.method_kwargs("linear", 64, 512) == {}
     assert approx.method_kwargs("topk", 64, 512, {"k": 8, "chunk": 16}) == {"k": 64, "chunk": 16}
 
@@ -109,7 +111,8 @@ def test_checkpoint_table(run_dir, layers, monkeypatch):
     assert table.header == ["Method", "hyperparameters", "layer 0"]
     rows = {r[0]: r for r in table.rows}
     assert float(rows["topk"][2]) < 1e-4  # k = 128 >= 65 keys: exact
-    assert "compression_rates=(0.5, 0.125)" in rows["adamra"][1]  # the smoke preset comes first
+    assert rows["topk"][1] == "chunk=16, k=128"  # the smoke preset, then the budget
+    assert rows["adamra"][1] == "defaults"  # no preset, no budget knob
     assert any("entropy" in n for n in table.notes)
 
 
@@ -164,14 +167,16 @@ def test_matrix_measure_is_the_error_of_the_attention_matrices(inputs):
 
 
 def test_clustered_inputs_are_scatterbrains_generative_model():
-    """q = k; q.k / sqrt(d) = beta z.z with beta = 1 / T; each token has cluster_size - 1
-    close neighbours (cosine near 1 / (1 + Delta^2)) and is nearly orthogonal to the rest."""
+    """q = k; q.k / sqrt(d) = beta z.z with beta = 1 / T and |z| = 1; each token has
+    cluster_size - 1 close neighbours (cosine near 1 / (1 + Delta^2)) and is nearly
+    orthogonal to the rest."""
     size, dh = 8, 32
     cold, warm = approx.clustered_inputs(64, (0.25, 1.0), cluster_size=size, head_dim=dh)
     q, k, v, mask = cold
     assert q is k and bool(jnp.all(mask)) and not jnp.allclose(q, v)
     np.testing.assert_allclose(cold[0], 2 * warm[0], rtol=1e-5)  # sqrt(beta) scaling
     z = np.asarray(warm[0][0, :, 0], np.float64) / dh ** 0.25
+    np.testing.assert_allclose(np.linalg.norm(z, axis=-1), 1.0, rtol=1e-5)
     logits = np.einsum("qd,kd->qk", np.asarray(cold[0][0, :, 0]), np.asarray(cold[0][0, :, 0]))
     np.testing.assert_allclose(logits / math.sqrt(dh), 4 * z @ z.T, rtol=1e-4, atol=1e-4)
     cos = z @ z.T / np.outer(np.linalg.norm(z, axis=1), np.linalg.norm(z, axis=1))
@@ -202,3 +207,31 @@ def test_cli_clustered_matrix(tmp_path):
     assert (out / "approx_clustered.png").exists() and not (out / "approx_random.md").exists()
     with pytest.raises(LRAError, match="--measure"):
         approx.run(["topk"], length=8, budget=4, of="rows")
+
+
+def test_clustered_inputs_give_shared_qk_the_same_logits():
+    """With shared_qk the Reformer's logits q_i.(q_j / |q_j|) / sqrt(d) are beta z_i.z_j, the
+    logits every other method gets."""
+    dh = 16
+    (plain,), (shared,) = (approx.clustered_inputs(32, (0.125,), head_dim=dh, shared_qk=s)
+                           for s in (False, True))
+    q, qs = np.asarray(plain[0], np.float64), np.asarray(shared[0], np.float64)
+    want = np.einsum("bihd,bjhd->bhij", q, q) / math.sqrt(dh)
+    keys = qs / np.linalg.norm(qs, axis=-1, keepdims=True)
+    np.testing.assert_allclose(np.einsum("bihd,bjhd->bhij", qs, keys) / math.sqrt(dh), want,
+                               rtol=1e-4, atol=1e-4)
+    assert np.allclose(np.diagonal(want, axis1=-2, axis2=-1), 8.0)  # beta on the diagonal
+
+
+def test_scatterbrain_beats_its_parts_when_cold():
+    """Clustered q = k at beta = 16: Scatterbrain (half the features, half the sparse keys of
+    its parts) is far closer to the attention matrix than the Performer or the Reformer."""
+    length, budget = 64, 16
+    cfg = AttentionConfig(dim=64, num_heads=4, max_len=length)
+    errors = {}
+    for name in ("performer", "reformer", "scatterbrain"):
+        data = approx.clustered_inputs(length, (1 / 16,), head_dim=16,
+                                       shared_qk=name in approx.SHARED_QK)
+        errors[name] = approx.measure(name, cfg, approx.method_kwargs(name, budget, length),
+                                      data, 0, of="matrix")[0]
+    assert 2 * errors["scatterbrain"] < min(errors["performer"], errors["reformer"]), errors

@@ -47,7 +47,8 @@ def test_adamra_runs_its_paper_defaults_at_every_size():
 
 def test_presets_and_variants_name_constructor_keywords():
     tables = [(m, kw) for m, by_size in models.PRESETS.items() for kw in by_size.values()]
-    tables += [(m, kw) for m, by_task in models.TASK_PRESETS.items() for kw in by_task.values()]
+    tables += [(m, kw) for m, by_size in models.TASK_PRESETS.items()
+               for by_task in by_size.values() for kw in by_task.values()]
     tables += list(models.VARIANTS.values())
     for method, kwargs in tables:
         assert set(kwargs) <= set(attention.info(method).defaults), (method, kwargs)
@@ -66,3 +67,12 @@ def test_table2_variants_are_adamras():
     assert models.variant("adamra-1/4..1/32") == (
         "adamra", {"compression_rates": (0.25, 0.125, 0.0625, 0.03125)})
     assert models.variant("softmax") == ("softmax", {})
+
+
+@pytest.mark.parametrize("size", ["nystrom", "lra"])
+def test_scatterbrain_cluster_size_is_the_authors_per_task_value(size):
+    """HazyResearch/fly configs/experiment/lra/<task>/sbsmyrf.yaml, written out by hand."""
+    authors = {"listops": 32, "text": 16, "retrieval": 64, "image": 16, "pathfinder": 16}
+    for task, cluster in authors.items():
+        c = config.load(f"{task}:model=scatterbrain,size={size}")
+        assert c.model.attention_kwargs.to_dict() == {"block_size": cluster}, task

@@ -1,48 +1,60 @@
 """Scatterbrain: sparse + low-rank attention (Chen et al. 2021, NeurIPS, §4, Algorithm 1).
 
 The unnormalised attention matrix A = exp(Q K^T / sqrt(d)) is estimated by a low-rank
-FAVOR+ term plus a sparse correction on a support set S (§4; §3 motivates the split with
-a clustered generative model):
+random-feature term plus a sparse correction on a support set S (§4; §3 motivates the
+split with a clustered generative model):
 
     A_hat = phi(Q) phi(K)^T + S,
     S_ij  = exp(q_i.k_j / sqrt(d)) - phi(q_i).phi(k_j)  for (i, j) in S, 0 elsewhere,
     out   = D^-1 (phi(Q) (phi(K)^T V) + S V),   D = diag(phi(Q) (phi(K)^T 1) + S 1),
 
-so entries on the support are exact and the rest come from the kernel estimate; D has
-only positive terms. phi is the Performer's positive orthogonal feature map, shared with
-`performer` (lra.attention.features). Cost O(n m d) for the low-rank part plus
-O(n b (d + m)) for the support, b the block size; no n x n matrix is formed.
+so entries on the support are exact and the rest come from the kernel estimate, which is
+unbiased. Cost O(n m d) for the low-rank part plus O(n b (d + m)) per hash round for the
+support, b the block size; no n x n matrix is formed.
+
+Feature map (`feature_map`): phi is the Performer's positive random-feature map
+(lra.attention.features, shared with `performer`; orthogonal rows, log-space
+stabilisation) with the query-side stabiliser `eps`.
+  * "hyperbolic" (default, the authors' feature map, SBPerformerFeatures with cosh=True in
+    HazyResearch/fly): m/2 orthogonal directions w and their negatives, phi(x) =
+    [exp(w x - |x|^2/2), exp(-w x - |x|^2/2)] / sqrt(m) (Performer's hyperbolic variant);
+    `nb_features` = m must then be even.
+  * "positive": m orthogonal directions, the `performer` estimator itself.
 
 Sparse support (`sparse`):
-  * "lsh" (default; the paper's LSH, §4 and Algorithm 1): queries and keys are hashed with the
-    same angular-LSH rotations (lra.attention.lsh, as in Reformer) after SMYRF's
-    asymmetric XBOX+ transform (Daras et al. 2020), q -> [q, 0, sqrt(M^2 - |q|^2)] and
-    k -> [k, sqrt(M^2 - |k|^2), 0] with M the largest real q or k norm of the example and
-    head, so that hash collisions follow q.k rather than the angle (a choice, the one of
-    the authors' code; hashing q and k plainly would group by angle only). Queries and keys
-    are each sorted by (bucket, position) and cut into chunks of `block_size`; query chunk
-    c and key chunk c form a block of the support (SMYRF's balanced clusters, as in the
-    authors' code; no look-back chunk since queries and keys are not shared). With
-    `n_hashes` > 1 the rounds' supports are united: a pair found in r rounds is weighted
-    1/r in each. The number of buckets is max_len / block_size rounded up to an even
-    number >= 2, from the config, so padding never changes it; padded tokens sort last.
-    No causal form: which chunk a past token lands in depends on future tokens. Every
-    tensor is built on copies sorted by bucket, so the wide features exist once per round.
-  * "local" (the local-window variant of the authors' code): query i sees the keys
-    j - i in [-w//2, w - 1 - w//2] with w = `block_size` (a window of w keys), computed in
-    blocks of w//2 queries against three neighbouring key blocks. Causal: the window is
-    intersected with j <= i and the low-rank part uses prefix sums.
+  * "lsh" (default; §4 and Algorithm 1, with the clustering of the authors' code,
+    SBSmyrfAttention in HazyResearch/fly, taken from SMYRF, Daras et al. 2020): queries and
+    keys first go through SMYRF's asymmetric XBOX+ transform (`xbox_plus`), which makes the
+    Euclidean distance of q' and k' fall as q.k grows; each of `n_hashes` rounds projects
+    them on one random Gaussian direction (E2LSH), sorts queries and keys separately by
+    that projection (padded tokens last) and cuts both orders into chunks of `block_size`;
+    query chunk c and key chunk c form one block of the support (balanced clusters). The
+    rounds' supports are united: a pair found in r rounds is weighted 1/r in each, so it
+    counts once. No causal form: a token's chunk depends on future tokens.
+  * "local" (the authors' SBLocalAttention): query i sees the keys j - i in
+    [-w//2, w - 1 - w//2], w = `block_size`, computed in blocks of w//2 queries against
+    three neighbouring key blocks. Causal: the window is intersected with j <= i and the
+    low-rank part uses prefix sums.
 
-Stabilisation (choice, stated because the paper does not fix it): phi(q_i).phi(k_j) is
-kept as exp(a_i + c_j) fq_i.fk_j with a, c the per-row log-scales of the features, and
-each query's sums are rescaled to one common offset, the largest of its low-rank scale
-and its exact logits on the support, so the exact and the low-rank terms are on the same
-scale and nothing overflows; offsets carry no gradient. Dropout is the wrapper's output
-dropout, as for every method. The feature matrix and the rotations are drawn once at init
-(non-trainable). nb_features defaults to int(d ln d) for head width d (110 at d = 32), the
-default of the authors' feature map (HazyResearch/fly, SBPerformerFeatures) and the
-m = Theta(d log d) of the Performer paper's uniform-convergence result; block_size = 64
-and n_hashes = 1 are ours.
+Defaults, from the authors' LRA experiment configs (HazyResearch/fly,
+configs/experiment/lra/<task>/sbsmyrf.yaml; sblocal.yaml for "local"): every task uses
+2 hash rounds, softmax_eps 1e-4 and as many features as the cluster size; the cluster
+size is 32 for ListOps, 16 for Text, 64 for Retrieval, 16 for Image and for Pathfinder
+(the per-task values are presets at size=lra, configs/models.py). The authors have no
+default cluster size; 16, the value of three of their five tasks, is ours. Their "local"
+configs pair a window of 2c with c features, hence nb_features defaults to block_size
+with "lsh" and to block_size / 2 with "local" (rounded up to an even number).
+
+Choices where the authors' code differs or the paper is silent:
+  * the random directions and features are drawn once at init and kept (non-trainable);
+    the authors' code draws fresh hash directions at every call;
+  * eps is added to the query features only (lra.attention.features); the authors add it
+    to both;
+  * stabilisation: phi(q_i).phi(k_j) is kept as exp(a_i + c_j) fq_i.fk_j with a, c the
+    per-row log-scales of the features, and each query's sums are rescaled to one common
+    offset, the largest of its low-rank scale and its exact logits on the support, so the
+    exact and the low-rank terms are on the same scale and nothing overflows; offsets
+    carry no gradient. Dropout is the wrapper's output dropout, as for every method.
 """
 
 from __future__ import annotations
@@ -65,10 +77,11 @@ from lra.attention.features import (
     normalise,
     orthogonal_gaussian,
 )
-from lra.attention.lsh import hash_vectors, random_rotations, sort_by_bucket
+from lra.attention.lsh import sort_by_bucket
 from lra.errors import LRAError
 
 SPARSE = ("lsh", "local")
+FEATURE_MAPS = ("hyperbolic", "positive")
 _NEG = -1e30
 
 
@@ -103,11 +116,13 @@ def _combine(num_lr, den_lr, low_scale, num_s, den_s, u):
 def xbox_plus(q, k, mask):
     """SMYRF's asymmetric transform: [q, 0, sqrt(M^2-|q|^2)], [k, sqrt(M^2-|k|^2), 0].
 
-    q, k: [B, H, L, Dh]; M is the largest real q or k norm of each example and head.
+    q, k: [B, H, L, Dh]; M^2 = max |q|^2 + max |k|^2 over the real tokens of each example
+    and head (the authors' XBOXPLUS). Then |q'| = |k'| = M and q'.k' = q.k, so the
+    distance |q' - k'|^2 = 2 M^2 - 2 q.k falls as q.k grows.
     """
     nq, nk = jnp.sum(q * q, -1, keepdims=True), jnp.sum(k * k, -1, keepdims=True)
     real = mask[:, None, :, None]
-    top = jnp.max(jnp.where(real, jnp.maximum(nq, nk), 0.0), axis=2, keepdims=True)
+    top = sum(jnp.max(jnp.where(real, x, 0.0), axis=2, keepdims=True) for x in (nq, nk))
     zero = jnp.zeros_like(nq)
     return (jnp.concatenate([q, zero, jnp.sqrt(jnp.maximum(top - nq, 0.0))], -1),
             jnp.concatenate([k, jnp.sqrt(jnp.maximum(top - nk, 0.0)), zero], -1))
@@ -119,19 +134,31 @@ def _take(x, perm):
     return jnp.take_along_axis(x[None], perm, axis=3)
 
 
-def scatterbrain_lsh(q, k, v, mask, w, rotations, n_buckets: int, block: int, *,
-                     eps: float = FEATURE_EPS):
-    """Eq. 3 with the sorted-LSH support. q, k, v: [B, H, L, Dh], L a multiple of `block`.
+def lsh_order(qx, kx, directions, mask):
+    """Each round's order of the queries and of the keys along one random direction.
 
-    Everything is computed on copies sorted by bucket, so the wide features exist once
+    qx, kx: [B, H, L, Dh + 2] (after `xbox_plus`); directions: [R, H, Dh + 2]. A token's
+    hash is its projection a_r . x (E2LSH; its offset and width do not change the order);
+    padded tokens sort last. Returns (perm_q, slot_q, perm_k, slot_k), int32[R, B, H, L].
+    """
+    project = lambda x: jnp.where(mask[None, :, None, :],
+                                  jnp.einsum("bhld,rhd->rbhl", x, directions), jnp.inf)
+    return (*sort_by_bucket(project(qx)), *sort_by_bucket(project(kx)))
+
+
+def scatterbrain_lsh(q, k, v, mask, w, directions, block: int, *,
+                     eps: float = FEATURE_EPS):
+    """The estimator with the sorted-LSH support. q, k, v: [B, H, L, Dh], L a multiple of
+    `block`.
+
+    Everything is computed on copies sorted by hash, so the wide features exist once
     per round; the low-rank sums, which do not depend on the order of the keys, use
     round 0's copies. Returns float32[B, H, L, Dh].
     """
     q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
     b, h, length, d = q.shape
     qx, kx = xbox_plus(lax.stop_gradient(q), lax.stop_gradient(k), mask)
-    perm_q, slot_q = sort_by_bucket(hash_vectors(heads_first(qx), rotations, mask, n_buckets))
-    perm_k, slot_k = sort_by_bucket(hash_vectors(heads_first(kx), rotations, mask, n_buckets))
+    perm_q, slot_q, perm_k, slot_k = lsh_order(qx, kx, directions, mask)
     qs, ks, vs = _take(q, perm_q), _take(k, perm_k), _take(v, perm_k)
     real = _take(jnp.broadcast_to(mask[:, None], (b, h, length)), perm_k)
     fq, a_q = favor_features(qs, w, is_query=True, eps=eps)
@@ -210,37 +237,48 @@ def scatterbrain_local(q, k, v, mask, w, window: int, *, causal: bool = False,
     return _combine(num_lr, den_lr, a_q + offset, flat(num_s), flat(den_s), flat(u))
 
 
-def default_features(head_dim: int) -> int:
-    """int(d ln d) random features for head width d, at least one (see the module docstring)."""
-    return max(1, int(head_dim * math.log(head_dim)))
+def feature_matrix(key, nb_features: int, head_dim: int, feature_map: str) -> jax.Array:
+    """W [m, Dh]: m orthogonal Gaussian rows, or m/2 rows and their negatives (hyperbolic)."""
+    if feature_map == "positive":
+        return orthogonal_gaussian(key, nb_features, head_dim)
+    rows = orthogonal_gaussian(key, nb_features // 2, head_dim)
+    return jnp.concatenate([rows, -rows])
+
+
+def _check(key: str, value, ok: bool, allowed: str):
+    if not ok:
+        raise LRAError(f"scatterbrain: model.attention_kwargs.{key}={value!r}: {allowed}")
 
 
 @register("scatterbrain", paper="Chen et al. 2021",
           complexity="O(n m (d + b)) time, O(n (m + b)) memory: m features, b block")
 class ScatterbrainAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, nb_features: int | None = None,
-                 sparse: str = "lsh", block_size: int = 64, n_hashes: int = 1):
+                 sparse: str = "lsh", block_size: int = 16, n_hashes: int = 2,
+                 eps: float = 1e-4, feature_map: str = "hyperbolic"):
         super().__init__(cfg, rngs=rngs)
+        _check("sparse", sparse, sparse in SPARSE, f"expected one of {', '.join(SPARSE)}")
+        _check("feature_map", feature_map, feature_map in FEATURE_MAPS,
+               f"expected one of {', '.join(FEATURE_MAPS)}")
+        _check("block_size", block_size, block_size >= 1, "expected an integer >= 1")
+        _check("n_hashes", n_hashes, n_hashes >= 1, "expected an integer >= 1")
+        _check("eps", eps, eps >= 0, "expected a number >= 0")
         if nb_features is None:
-            nb_features = default_features(cfg.head_dim)
-        if sparse not in SPARSE:
-            raise LRAError(f"scatterbrain: model.attention_kwargs.sparse={sparse!r} is not one "
-                           f"of {', '.join(SPARSE)}")
-        for key, value in (("nb_features", nb_features), ("block_size", block_size),
-                           ("n_hashes", n_hashes)):
-            if value < 1:
-                raise LRAError(f"scatterbrain: model.attention_kwargs.{key}={value} must be >= 1")
+            share = block_size if sparse == "lsh" else block_size // 2
+            nb_features = max(2, share + share % 2)  # even, for the hyperbolic pairs
+        _check("nb_features", nb_features, nb_features >= 1, "expected an integer >= 1")
+        _check("nb_features", nb_features, feature_map == "positive" or nb_features % 2 == 0,
+               "expected an even number with feature_map='hyperbolic' (features come in "
+               "+w, -w pairs), or set feature_map='positive'")
         if cfg.causal and sparse == "lsh":
             raise LRAError("scatterbrain with sparse='lsh' has no causal form (LSH chunks depend "
                            "on future tokens); set model.attention_kwargs.sparse='local' or "
                            "model.causal=False")
-        self.sparse, self.block_size = sparse, block_size
-        self.features = RandomFeatures(orthogonal_gaussian(rngs.params(), nb_features,
-                                                           cfg.head_dim))
-        self.n_buckets = 2 * max(1, -(-cfg.max_len // (2 * block_size)))
-        self.rotations = RandomFeatures(random_rotations(
-            rngs.params(), cfg.num_heads, cfg.head_dim + 2, self.n_buckets, n_hashes)
-        ) if sparse == "lsh" else None
+        self.sparse, self.block_size, self.eps = sparse, block_size, eps
+        self.features = RandomFeatures(feature_matrix(rngs.params(), nb_features, cfg.head_dim,
+                                                      feature_map))
+        self.directions = RandomFeatures(jax.random.normal(
+            rngs.params(), (n_hashes, cfg.num_heads, cfg.head_dim + 2))) if sparse == "lsh" else None
 
     def core(self, q, k, v, mask, *, deterministic):
         length = q.shape[1]
@@ -249,7 +287,8 @@ class ScatterbrainAttention(MultiHeadAttention):
         mp = pad_to_multiple(mask, block, value=False)
         w = self.features[...]
         if self.sparse == "lsh":
-            out = scatterbrain_lsh(qp, kp, vp, mp, w, self.rotations[...], self.n_buckets, block)
+            out = scatterbrain_lsh(qp, kp, vp, mp, w, self.directions[...], block, eps=self.eps)
         else:
-            out = scatterbrain_local(qp, kp, vp, mp, w, self.block_size, causal=self.cfg.causal)
+            out = scatterbrain_local(qp, kp, vp, mp, w, self.block_size, causal=self.cfg.causal,
+                                     eps=self.eps)
         return heads_first(out)[:, :length].astype(q.dtype)
