@@ -71,6 +71,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "nystrom-32": ("nystrom", {"num_landmarks": 32}),
     "adamra-1/2..1/16": ("adamra", {"compression_rates": (1 / 2, 1 / 4, 1 / 8, 1 / 16)}),
     "adamra-1/4..1/32": ("adamra", {"compression_rates": (1 / 4, 1 / 8, 1 / 16, 1 / 32)}),
+    # Not a Table 2 row: the Sparse Transformer's per-head split of A(1), A(2) (§5.1, Eq. 7)
+    # beside its merged default, to compare their cost side by side.
+    "sparse_fixed-split": ("sparse_fixed", {"heads": "split"}),
 }
 
 # Named lists of bench rows: AdaMRA Table 2 (and Table 3, its SMAT) in the paper's order.

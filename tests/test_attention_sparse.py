@@ -4,12 +4,15 @@ Each method is checked against a naive reference written here: the n x n allowed
 pattern is built from the paper's set definitions and a masked softmax runs on it.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from kernels import _common
 from lra import attention
 from lra.attention.base import AttentionConfig, dense_attention
 from lra.attention.blocksparse import band_layout, block_sparse_attention, compact_layout
@@ -50,15 +53,6 @@ def strided_patterns(n, l, causal):
     return local, every
 
 
-def fixed_patterns(n, l, c, causal):
-    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
-    block = (i // l) == (j // l)
-    summary = np.broadcast_to((j % l) >= l - c, (n, n))
-    if causal:
-        block, summary = block & (j <= i), summary & (j <= i)
-    return block, summary
-
-
 def split_heads(first, second):
     return np.stack([first] * (H // 2) + [second] * (H // 2))
 
@@ -80,20 +74,99 @@ def test_strided_matches_dense_mask_reference(causal, stride):
     assert np.isfinite(np.asarray(out)).all()
 
 
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("stride,summary", [(8, 3), (16, 4)])
-def test_fixed_matches_dense_mask_reference(causal, stride, summary):
-    q, k, v, mask = qkv_mask()
-    out = core("sparse_fixed", causal, stride=stride, summary=summary)(q, k, v, mask)
-    ref = naive(q, k, v, mask, split_heads(*fixed_patterns(L, stride, summary, causal)))
-    np.testing.assert_allclose(real(out, mask), real(ref, mask), atol=1e-5)
+def fixed_key_sets(n, l, c, heads, offsets, causal):
+    """bool[H, n, n]: the key set S_i of each head and query, key by key from §4.3's sets
+    (A1: j in i's block of l; A2: j mod l in the head's summary subblock of c, subblock
+    g mod (l / c) from the block's end for the g-th head reading A2 when offsets, else the
+    last) and §5.1's head forms (merged: A1 or A2; split: A1 on the first half, A2 after)."""
+    a2_heads = list(range(H)) if heads == "merged" else list(range(H // 2, H))
+    sets = np.zeros((H, n, n), bool)
+    for h in range(H):
+        sub = a2_heads.index(h) % (l // c) if offsets and h in a2_heads else 0
+        for i in range(n):
+            for j in range(n):
+                a1 = j // l == i // l
+                a2 = l - (sub + 1) * c <= j % l < l - sub * c
+                member = (a1 or a2) if heads == "merged" else (a2 if h in a2_heads else a1)
+                sets[h, i, j] = member and (j <= i or not causal)
+    return sets
+
+
+def layer(name, causal=False, impl="xla", **hyper):
+    cfg = AttentionConfig(dim=H * DH, num_heads=H, max_len=64, causal=causal, impl=impl)
+    return attention.get(name)(cfg, rngs=nnx.Rngs(0), **hyper)
+
+
+def layer_reference(model, x, mask, sets):
+    """float64 forward of the layer's projections around a dense softmax over `sets`."""
+    x = np.asarray(x, np.float64)
+
+    def dense(lin, y):
+        return y @ np.asarray(lin.kernel[...], np.float64) + np.asarray(lin.bias[...], np.float64)
+
+    q, k, v = (dense(lin, x).reshape(*x.shape[:2], H, DH)
+               for lin in (model.query, model.key, model.value))
+    return dense(model.out, naive(q, k, v, mask, sets).reshape(x.shape))
+
+
+def layer_output(model, x, mask):
+    return np.asarray(jax.jit(lambda x, m: model(x, m, deterministic=True))(x, mask))
+
+
+def real_rows(y, mask):
+    return np.where(np.asarray(mask)[:, :, None], np.asarray(y, np.float64), 0.0)
+
+
+def inputs():
+    mask = jnp.asarray(np.arange(L)[None, :] < np.array(LENGTHS)[:, None])
+    return jax.random.normal(jax.random.key(5), (B, L, H * DH)), mask
+
+
+FIXED_CASES = [(8, 3, False), (8, 2, True), (8, 4, True)]  # (l, c, offsets); l/c = 4, 2 with offsets
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_fixed_full_pattern_is_softmax(causal):
+@pytest.mark.parametrize("heads", ["merged", "split"])
+@pytest.mark.parametrize("stride,summary,offsets", FIXED_CASES)
+def test_fixed_layer_matches_set_reference(causal, heads, stride, summary, offsets):
+    x, mask = inputs()
+    model = layer("sparse_fixed", causal, stride=stride, summary=summary, heads=heads,
+                  summary_offsets=offsets)
+    ref = layer_reference(model, x, mask, fixed_key_sets(L, stride, summary, heads, offsets, causal))
+    out = layer_output(model, x, mask)
+    np.testing.assert_allclose(real_rows(out, mask), real_rows(ref, mask), atol=1e-5)
+    assert np.isfinite(out).all()
+
+
+def test_reference_tells_the_head_forms_apart():
+    """The checks above can fail: the merged layer is far from the split and offset sets."""
+    x, mask = inputs()
+    model = layer("sparse_fixed", stride=8, summary=2)
+    out = real_rows(layer_output(model, x, mask), mask)
+    for heads, offsets in [("split", False), ("merged", True)]:
+        wrong = layer_reference(model, x, mask, fixed_key_sets(L, 8, 2, heads, offsets, False))
+        assert np.abs(out - real_rows(wrong, mask)).max() > 1e-2
+
+
+@pytest.mark.parametrize("causal,heads,offsets", [(True, "merged", True), (False, "split", False)])
+def test_fixed_pallas_matches_set_reference(monkeypatch, causal, heads, offsets):
+    """The Pallas path (one block-sparse call, blocks of gcd(l, c) = 2, per-head layout)."""
+    if jax.default_backend() == "cpu":
+        monkeypatch.setenv(_common.INTERPRET_ENV, "1")
+    x, mask = inputs()
+    model = layer("sparse_fixed", causal, "pallas", stride=8, summary=2, heads=heads,
+                  summary_offsets=offsets)
+    ref = layer_reference(model, x, mask, fixed_key_sets(L, 8, 2, heads, offsets, causal))
+    np.testing.assert_allclose(real_rows(layer_output(model, x, mask), mask),
+                               real_rows(ref, mask), atol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("heads", ["merged", "split"])
+def test_fixed_full_pattern_is_softmax(causal, heads):
     """l >= n and c = l: both factors see every (past) key."""
     q, k, v, mask = qkv_mask()
-    out = core("sparse_fixed", causal, stride=40, summary=40)(q, k, v, mask)
+    out = core("sparse_fixed", causal, stride=40, summary=40, heads=heads)(q, k, v, mask)
     ref = dense_attention(q, k, v, mask, causal=causal)
     np.testing.assert_allclose(real(out, mask), real(ref, mask), atol=1e-5)
 
@@ -110,20 +183,36 @@ def test_strided_factors_reach_softmax_at_their_limits(causal):
 
 
 def test_causal_fixed_empty_summary_rows_are_zero():
-    """Causal fixed: queries before the first summary column have an empty A^(2)."""
+    """Causal split fixed: queries before the first summary column have an empty A^(2)."""
     q, k, v, mask = qkv_mask()
-    out = core("sparse_fixed", True, stride=8, summary=3)(q, k, v, mask)
+    out = core("sparse_fixed", True, stride=8, summary=3, heads="split")(q, k, v, mask)
     np.testing.assert_array_equal(np.asarray(out)[:, :5, H // 2 :], 0.0)
     assert np.abs(np.asarray(out)[:, 5:8, H // 2 :]).min() > 0
 
 
-def test_paper_defaults_and_refusals():
+def test_paper_defaults():
     assert attention.info("sparse_strided").defaults == {"stride": 128}
-    assert attention.info("sparse_fixed").defaults == {"stride": 128, "summary": 32}
-    with pytest.raises(LRAError, match="num_heads=3 must be even"):
-        attention.get("sparse_fixed")(AttentionConfig(24, 3, 64), rngs=nnx.Rngs(0))
-    with pytest.raises(LRAError, match="summary=9"):
-        core("sparse_fixed", stride=8, summary=9)
+    assert attention.info("sparse_fixed").defaults == {
+        "stride": 128, "summary": 32, "heads": "merged", "summary_offsets": False}
+
+
+@pytest.mark.parametrize("name,heads,hyper,message", [
+    ("sparse_strided", 3, {}, "model.num_heads=3 must be even"),
+    ("sparse_strided", 4, {"stride": 0}, "model.attention_kwargs.stride=0"),
+    ("sparse_fixed", 4, {"heads": "both"}, "model.attention_kwargs.heads='both' is not one of"),
+    ("sparse_fixed", 3, {"heads": "split"}, "model.num_heads=3 must be even"),
+    ("sparse_fixed", 4, {"stride": 8, "summary": 9}, "model.attention_kwargs.summary=9"),
+    ("sparse_fixed", 4, {"stride": 8, "summary": 3, "summary_offsets": True},
+     "model.attention_kwargs.summary_offsets=True"),
+])
+def test_refusals_name_the_key(name, heads, hyper, message):
+    with pytest.raises(LRAError, match=re.escape(message)) as err:
+        attention.get(name)(AttentionConfig(heads * DH, heads, 64), rngs=nnx.Rngs(0), **hyper)
+    assert "\n" not in str(err.value)
+
+
+def test_merged_fixed_takes_an_odd_head_count():
+    attention.get("sparse_fixed")(AttentionConfig(3 * DH, 3, 64), rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("name", ["sparse_strided", "sparse_fixed"])
