@@ -104,5 +104,5 @@ def test_gradient_memory_is_well_below_dense():
 def test_module_defaults_and_bad_hyperparameters():
     assert attention.info("topk").defaults == {"k": 64, "chunk": 1024}
     cfg = AttentionConfig(dim=16, num_heads=2, max_len=32)
-    with pytest.raises(LRAError, match="k >= 1"):
+    with pytest.raises(LRAError, match="model.attention_kwargs.k=0 must be >= 1"):
         attention.get("topk")(cfg, rngs=nnx.Rngs(0), k=0)

@@ -100,12 +100,13 @@ class BigBirdAttention(MultiHeadAttention):
         if cfg.causal:
             raise LRAError("bigbird has no causal form; set model.causal=False")
         if window_blocks < 1 or window_blocks % 2 == 0:
-            raise LRAError(f"bigbird: window_blocks={window_blocks} must be odd and >= 1")
-        if block_size < 1 or random_blocks < 0:
-            raise LRAError(
-                f"bigbird: block_size={block_size} must be >= 1 and "
-                f"random_blocks={random_blocks} >= 0"
-            )
+            raise LRAError(f"bigbird: model.attention_kwargs.window_blocks={window_blocks} must be odd "
+                           "and >= 1")
+        if block_size < 1:
+            raise LRAError(f"bigbird: model.attention_kwargs.block_size={block_size} must be >= 1")
+        if random_blocks < 0:
+            raise LRAError(f"bigbird: model.attention_kwargs.random_blocks={random_blocks} "
+                           "must be >= 0")
         super().__init__(cfg, rngs=rngs)
         self.block_size = block_size
         self.window_blocks = window_blocks

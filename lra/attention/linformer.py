@@ -46,9 +46,10 @@ class LinformerAttention(MultiHeadAttention):
             raise LRAError("linformer has no causal form (projections mix every position); "
                            "set model.causal=False")
         if sharing not in SHARING:
-            raise LRAError(f"linformer: sharing={sharing!r} is not one of {', '.join(SHARING)}")
+            raise LRAError(f"linformer: model.attention_kwargs.sharing={sharing!r} is not one "
+                           f"of {', '.join(SHARING)}")
         if k < 1:
-            raise LRAError(f"linformer: k={k} must be >= 1")
+            raise LRAError(f"linformer: model.attention_kwargs.k={k} must be >= 1")
         super().__init__(cfg, rngs=rngs)
         shape = (cfg.max_len, k) if sharing != "none" else (cfg.num_heads, cfg.max_len, k)
         init = nnx.initializers.normal(stddev=1.0 / math.sqrt(cfg.max_len))

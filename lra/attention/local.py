@@ -35,7 +35,8 @@ from lra.errors import LRAError
 class LocalAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, block_size: int = 50):
         if block_size < 1:
-            raise LRAError(f"local: block_size={block_size} must be a positive integer")
+            raise LRAError(f"local: model.attention_kwargs.block_size={block_size} must be a positive "
+                           "integer")
         super().__init__(cfg, rngs=rngs)
         self.block_size = block_size
 

@@ -29,8 +29,8 @@ def random_rotations(key, num_heads: int, head_dim: int, n_buckets: int, n_hashe
     """Gaussian projections R: float32[n_hashes, H, Dh, n_buckets // 2] (one per round, head)."""
     if n_buckets < 2 or n_buckets % 2:
         raise LRAError(
-            f"LSH needs an even number of buckets >= 2, got n_buckets={n_buckets}; "
-            "choose max_len and bucket size so that max_len / bucket size is even"
+            f"model.attention_kwargs.n_buckets={n_buckets}: LSH needs an even number of "
+            "buckets >= 2 (by default 2 ceil(max_len / bucket_size))"
         )
     shape = (n_hashes, num_heads, head_dim, n_buckets // 2)
     # Drawn flat: on CPU, XLA compiles an N-d normal draw far more slowly than a 1-d one.

@@ -113,12 +113,15 @@ class NystromAttention(MultiHeadAttention):
         if cfg.causal:
             raise LRAError("nystrom has no causal form (landmarks average future tokens); "
                            "set model.causal=False")
-        if num_landmarks < 1 or pinv_iterations < 0:
-            raise LRAError(f"nystrom: num_landmarks={num_landmarks} must be >= 1 and "
-                           f"pinv_iterations={pinv_iterations} >= 0")
+        if num_landmarks < 1:
+            raise LRAError(f"nystrom: model.attention_kwargs.num_landmarks={num_landmarks} "
+                           "must be >= 1")
+        if pinv_iterations < 0:
+            raise LRAError(f"nystrom: model.attention_kwargs.pinv_iterations={pinv_iterations} "
+                           "must be >= 0")
         if conv_kernel_size < 0 or (conv_kernel_size and conv_kernel_size % 2 == 0):
-            raise LRAError(f"nystrom: conv_kernel_size={conv_kernel_size} must be 0 (off) "
-                           "or an odd positive size")
+            raise LRAError(f"nystrom: model.attention_kwargs.conv_kernel_size={conv_kernel_size} must be 0 "
+                           "(off) or an odd positive size")
         super().__init__(cfg, rngs=rngs)
         self.segment = -(-cfg.max_len // num_landmarks)
         self.pinv_iterations = pinv_iterations

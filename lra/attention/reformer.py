@@ -130,11 +130,9 @@ class ReformerAttention(MultiHeadAttention):
                 "reformer has no causal form: which earlier keys share a sorted chunk with a "
                 "token depends on later tokens; set model.causal=False"
             )
-        if n_hashes < 1 or bucket_size < 1:
-            raise LRAError(
-                f"reformer needs n_hashes >= 1 and bucket_size >= 1, "
-                f"got n_hashes={n_hashes}, bucket_size={bucket_size}"
-            )
+        for key, value in (("n_hashes", n_hashes), ("bucket_size", bucket_size)):
+            if value < 1:
+                raise LRAError(f"reformer: model.attention_kwargs.{key}={value} must be >= 1")
         super().__init__(cfg, rngs=rngs)
         del self.key
         self.bucket_size = bucket_size

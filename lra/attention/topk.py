@@ -148,8 +148,9 @@ class TopKAttention(MultiHeadAttention):
     """Softmax over the k largest scores of each query (Gupta et al. 2021, §3)."""
 
     def __init__(self, cfg, *, rngs, k: int = 64, chunk: int = 1024):
-        if k < 1 or chunk < 1:
-            raise LRAError(f"topk needs k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
+        for key, value in (("k", k), ("chunk", chunk)):
+            if value < 1:
+                raise LRAError(f"topk: model.attention_kwargs.{key}={value} must be >= 1")
         super().__init__(cfg, rngs=rngs)
         self.top_k = k
         self.chunk = chunk
