@@ -17,29 +17,34 @@ Routing (Eq. 6): P = softmax(Q W), W: d x H; query i goes to the head argmax_h P
 is masked out of every other head, so Head_h is 0 for the queries not routed to h.
 Cost O(H n d^2 + sum_h m_h d^2) (§3.4), linear in n.
 
-Defaults are the paper's LRA model, Table 4 model 3: c = (1/2, 1/8, 1/32), S = 2,
-phi = ReLU (§3.2, Table 5), learned router.
+Defaults: c = (1/2, 1/8, 1/32), S = 2, phi = ReLU, learned router. The paper does not
+list its LRA model's rates; we read them from Table 4 model 3, whose Image and Text
+accuracies (46.0, 68.4) are Table 1's. S = 2 is Fig. 2's example (the paper fixes no S;
+with S = `model.num_heads` instead, the Nystromformer protocol's 2 heads give the same).
+phi = ReLU is stated (§3.2, Table 5).
 
 Options (the ablations of Tables 4-5):
 - `compression_rates`: any tuple of 1/s rates, e.g. (1/2, 1/2, 1/2) (Table 4 model 9).
 - `router`: "learned" (Eq. 6) | "random" (Table 5 "Rand"): each position is sent to a
   head drawn uniformly at init and kept (a non-trainable variable), so train and eval
-  route alike; the gate is then 1. The paper does not say when Rand draws; this is our
-  choice.
+  route alike; the gate is then 1, so compare it with `gate="mask"` to change only the
+  routing. The paper does not say when Rand draws; this is our choice.
 - `feature_map`: "relu" | "elu+1" (Katharopoulos et al. 2020) | "softmax" (Table 5
   "Softmax": each subhead is exact softmax attention, scaled by 1/sqrt(d/S), over its
   head's compressed keys: multi-resolution without the kernel; O(n sum_h m_h)).
 - `gate`: how the learned router masks the heads. "probability" (default): the chosen
-  head's output is scaled by P_ih, as in mixture-of-experts routers (Shazeer et al. 2017,
-  the router the paper cites), so W is trained by the task loss. "mask": the paper's
-  literal wording, the chosen head's output unscaled; argmax has no gradient, so W then
-  keeps its initial values. We default to the gate because a router that never learns
-  cannot be the "learned routing" whose benefit Table 5 reports.
+  head's output is scaled by P_ih, the top-1 gate of the Switch Transformer (Fedus et al.
+  2021; the paper cites Shazeer et al. 2017, whose top-1 gate is exactly 1), so W is
+  trained by the task loss. "mask": the paper's literal wording, the chosen head's output
+  unscaled; argmax has no gradient, so W gets none (the routing still drifts as Q
+  trains). We default to the gate because a W that is never trained cannot give the
+  "learned routing" whose benefit Table 5 reports.
 
 Choices where the paper is silent:
 - Compression counts real tokens only (mask-aware means): segments start at position 0,
   a trailing segment averages the real tokens it holds and a segment without any is
-  dropped, so padding changes no output (the paper pads n to a multiple of 1/c_h).
+  dropped, so padding changes no output (the paper's n is divisible by m_h; otherwise it
+  would pad the input).
 - Compressing then projecting equals projecting then compressing (means commute with
   linear maps): K~h W^K_hs is computed on the m_h landmarks, as §3.4's cost counts it.
 - eps = 1e-6 in the denominator of Eq. 7 (phi = ReLU can zero it: the output is then 0).
@@ -134,8 +139,8 @@ class AdaMRAAttention(MultiHeadAttention):
         if self.router_kind == "random":
             chosen = self.random_heads[...][: q.shape[1]]
             return jnp.broadcast_to(jax.nn.one_hot(chosen, h), (*q.shape[:2], h))
-        probs = jax.nn.softmax(self.router(q.astype(jnp.float32)), axis=-1)
-        chosen = jax.nn.one_hot(jnp.argmax(probs, axis=-1), h, dtype=jnp.float32)
+        probs = jax.nn.softmax(self.router(q), axis=-1)
+        chosen = jax.nn.one_hot(jnp.argmax(probs, axis=-1), h, dtype=q.dtype)
         return probs * chosen if self.gate == "probability" else chosen
 
     def heads_out(self, q, k, v, mask) -> list[jax.Array]:
@@ -143,7 +148,7 @@ class AdaMRAAttention(MultiHeadAttention):
         b, l, d = q.shape
         s, ds = self.subheads, d // self.subheads
         split = lambda x: x.reshape(*x.shape[:-1], s, ds)  # noqa: E731
-        wq, wk, wv = (w[...].astype(jnp.float32) for w in
+        wq, wk, wv = (w[...].astype(q.dtype) for w in
                       (self.head_query, self.head_key, self.head_value))
         qs, ks, vs, seg_masks = [], [], [], []
         for h, size in enumerate(self.segments):
@@ -174,9 +179,11 @@ class AdaMRAAttention(MultiHeadAttention):
         return outs
 
     def core(self, q, k, v, mask, *, deterministic):
-        """The wrapper's [B, L, heads, Dh] layout is read as the d-wide Q, K, V of Eq. 1."""
+        """The wrapper's [B, L, heads, Dh] layout is read as the d-wide Q, K, V of Eq. 1.
+        Computed in float32 at least (float64 inputs stay float64)."""
         shape, dtype = q.shape, q.dtype
-        q, k, v = (x.reshape(*shape[:2], -1).astype(jnp.float32) for x in (q, k, v))
+        compute = jnp.promote_types(dtype, jnp.float32)
+        q, k, v = (x.reshape(*shape[:2], -1).astype(compute) for x in (q, k, v))
         gate = self.route(q)
         out = sum(gate[:, :, h, None] * head
                   for h, head in enumerate(self.heads_out(q, k, v, mask)))
