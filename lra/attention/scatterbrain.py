@@ -40,7 +40,7 @@ Defaults, from the authors' LRA experiment configs (HazyResearch/fly,
 configs/experiment/lra/<task>/sbsmyrf.yaml; sblocal.yaml for "local"): every task uses
 2 hash rounds, softmax_eps 1e-4 and as many features as the cluster size; the cluster
 size is 32 for ListOps, 16 for Text, 64 for Retrieval, 16 for Image and for Pathfinder
-(the per-task values are presets at size=lra, configs/models.py). The authors have no
+(the per-task values are presets at sizes nystrom and lra, configs/models.py). The authors have no
 default cluster size; 16, the value of three of their five tasks, is ours. Their "local"
 configs pair a window of 2c with c features, hence nb_features defaults to block_size
 with "lsh" and to block_size / 2 with "local" (rounded up to an even number).
