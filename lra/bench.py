@@ -112,9 +112,10 @@ def run_one(task, model, length, batch, size, steps, warmup, overrides, timeout)
             "error": err[-1][:300] if err else f"exit {proc.returncode}"}
 
 
-def scaling_exponent(rows: list[dict]) -> float | None:
-    """Slope of log(step time) against log(length), over the lengths that ran."""
-    ok = [(r["length"], r["step_seconds"]) for r in rows if r["status"] == "ok"]
+def scaling_exponent(rows: list[dict], field: str = "step_seconds") -> float | None:
+    """Slope of log(`field`) (step time, or peak_memory_bytes) against log(length), over
+    the lengths that ran."""
+    ok = [(r["length"], r[field]) for r in rows if r["status"] == "ok"]
     if len(ok) < 2:
         return None
     x, y = np.log([a for a, _ in ok]), np.log([b for _, b in ok])
@@ -156,12 +157,14 @@ def run(task: str, models: list[str], lengths: list[int], batch: int, size: str 
             done[model, length].append(row)
             report(row)
     rows = [combine(done[job], batch) for job in jobs]
-    exponents = {m: scaling_exponent([r for r in rows if r["model"] == m]) for m in models}
+    of = lambda m: [r for r in rows if r["model"] == m]  # noqa: E731
+    exponents = {m: scaling_exponent(of(m)) for m in models}
+    memory = {m: scaling_exponent(of(m), "peak_memory_bytes") for m in models}
     return {"task": task, "size": size, "batch": batch, "lengths": lengths, "steps": steps,
             "warmup": warmup, "rounds": rounds, "device": jax.devices()[0].device_kind,
             "backend": jax.default_backend(), "jax_version": jax.__version__,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "results": rows,
-            "scaling_exponents": exponents}
+            "scaling_exponents": exponents, "memory_exponents": memory}
 
 
 def parse_lengths(text: str) -> list[int]:

@@ -103,8 +103,10 @@ def bench(args, overrides: dict[str, str]) -> dict:
          "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--out", args.out]
         + [f"--config.{k}={v}" for k, v in overrides.items()])
     write_json(Path(args.out), result)
-    exps = ", ".join(f"{m} {e:.2f}" for m, e in result["scaling_exponents"].items() if e)
-    console.print(f"scaling exponents (time ~ L^e): {exps}\nwrote {args.out}")
+    for key, what in (("scaling_exponents", "time"), ("memory_exponents", "peak memory")):
+        exps = ", ".join(f"{m} {e:.2f}" for m, e in result[key].items() if e)
+        console.print(f"scaling exponents ({what} ~ L^e): {exps}")
+    console.print(f"wrote {args.out}")
     return result
 
 

@@ -17,6 +17,7 @@ def test_bench_measures_and_records_failures(tmp_path):
         assert r["step_seconds"] > 0 and r["peak_memory_bytes"] > 0
         assert r["memory_method"] == "xla_memory_analysis"
     assert result["scaling_exponents"]["softmax"] is not None
+    assert result["memory_exponents"]["softmax"] is not None
     failed = bench.run_one("listops", "softmax", 32, 2, "smoke", 1, 0, {"model.pooling": "bogus"}, 300)
     assert failed["status"] == "failed" and failed["error"]
 
@@ -25,6 +26,9 @@ def test_scaling_exponent_fits_a_power_law():
     rows = [{"length": n, "step_seconds": 3e-6 * n**2, "status": "ok"} for n in (512, 1024, 4096)]
     rows.append({"length": 8192, "status": "oom"})
     assert bench.scaling_exponent(rows) == pytest.approx(2.0)
+    for r, n in zip(rows, (512, 1024, 4096), strict=False):
+        r["peak_memory_bytes"] = 1000 * n
+    assert bench.scaling_exponent(rows, "peak_memory_bytes") == pytest.approx(1.0)
 
 
 def test_bad_lengths_and_models_are_clear_errors(capsys, tmp_path):
