@@ -72,7 +72,8 @@ def test_a_method_that_cannot_be_built_is_listed_not_fatal(monkeypatch):
     monkeypatch.setitem(approx.BUDGETS, "topk", lambda b, n: {"k": 0})
     (table,) = approx.run(["topk", "linear"], length=8, budget=8, temperatures=(1.0,))
     assert [r[0] for r in table.rows] == ["linear"]
-    assert any(n.startswith("topk: not measured (LRAError: topk needs k >= 1") for n in table.notes)
+    assert any(n.startswith("topk: not measured (LRAError: topk: model.attention_kwargs.k=0")
+               for n in table.notes)
 
 
 @pytest.fixture(scope="module")
