@@ -56,7 +56,7 @@ def reference(w, q, k, v, mask, counts, eps, *, causal=False, weight=None, subtr
     w: [m, d] feature directions; q, k, v: [B, L, H, d]; counts: [B, H, L, L], the number of
     hash rounds that put (i, j) in the support (1 inside a local window). phi(x) = exp(w x' -
     |x'|^2 / 2) / sqrt(m), x' = x d^(-1/4); the query features get the stabiliser
-    eps * max_r exp(w_r x' - |x'|^2/2) / sqrt(m). The estimator weights the correction S_ij
+    eps / sqrt(m) * max_r exp(w_r x' - |x'|^2/2) / sqrt(m). The estimator weights the correction S_ij
     by 1 on the support (a pair counts once) and removes the low-rank entry there;
     `weight(counts)` and `subtract=False` give deliberately wrong variants.
     """
@@ -68,7 +68,8 @@ def reference(w, q, k, v, mask, counts, eps, *, causal=False, weight=None, subtr
         return np.einsum("blhd,md->bhlm", x, w) - 0.5 * np.sum(x * x, -1)[..., None].swapaxes(1, 2)
 
     a, c = exponents(q), exponents(k)
-    phi_q = (np.exp(a) + eps * np.exp(a.max(-1, keepdims=True))) / math.sqrt(m)
+    # the authors' softmax_kernel: eps / sqrt(m) relative to the query's largest feature
+    phi_q = (np.exp(a) + eps / math.sqrt(m) * np.exp(a.max(-1, keepdims=True))) / math.sqrt(m)
     phi_k = np.exp(c) / math.sqrt(m)
     low = phi_q @ phi_k.swapaxes(-1, -2)
     exact = np.exp(np.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(d))

@@ -47,9 +47,11 @@ with "lsh" and to block_size / 2 with "local" (rounded up to an even number).
 
 Choices where the authors' code differs or the paper is silent:
   * the random directions and features are drawn once at init and kept (non-trainable);
-    the authors' code draws fresh hash directions at every call;
-  * eps is added to the query features only (lra.attention.features); the authors add it
-    to both;
+    the authors' code draws fresh hash directions at every call, one per round shared by
+    all heads; here each head has its own;
+  * eps as in the authors' softmax_kernel: each query's features, divided by their largest
+    entry, get eps / sqrt(m) added (the `performer` adds eps itself); the authors add it to
+    the key features too, here only queries get it (lra.attention.features);
   * stabilisation: phi(q_i).phi(k_j) is kept as exp(a_i + c_j) fq_i.fk_j with a, c the
     per-row log-scales of the features, and each query's sums are rescaled to one common
     offset, the largest of its low-rank scale and its exact logits on the support, so the
@@ -116,9 +118,10 @@ def _combine(num_lr, den_lr, low_scale, num_s, den_s, u):
 def xbox_plus(q, k, mask):
     """SMYRF's asymmetric transform: [q, 0, sqrt(M^2-|q|^2)], [k, sqrt(M^2-|k|^2), 0].
 
-    q, k: [B, H, L, Dh]; M^2 = max |q|^2 + max |k|^2 over the real tokens of each example
-    and head (the authors' XBOXPLUS). Then |q'| = |k'| = M and q'.k' = q.k, so the
-    distance |q' - k'|^2 = 2 M^2 - 2 q.k falls as q.k grows.
+    q, k: [B, H, L, Dh]; M^2 = max |q|^2 + max |k|^2 of each example and head, as the
+    authors' XBOXPLUS, but over the real tokens only (theirs includes padding), so padding
+    never changes the hashing. Then |q'| = |k'| = M and q'.k' = q.k, so the distance
+    |q' - k'|^2 = 2 M^2 - 2 q.k falls as q.k grows.
     """
     nq, nk = jnp.sum(q * q, -1, keepdims=True), jnp.sum(k * k, -1, keepdims=True)
     real = mask[:, None, :, None]
@@ -286,9 +289,10 @@ class ScatterbrainAttention(MultiHeadAttention):
         qp, kp, vp = (heads_first(pad_to_multiple(t, block)) for t in (q, k, v))
         mp = pad_to_multiple(mask, block, value=False)
         w = self.features[...]
+        eps = self.eps / math.sqrt(w.shape[0])  # the authors' eps / sqrt(m), see the docstring
         if self.sparse == "lsh":
-            out = scatterbrain_lsh(qp, kp, vp, mp, w, self.directions[...], block, eps=self.eps)
+            out = scatterbrain_lsh(qp, kp, vp, mp, w, self.directions[...], block, eps=eps)
         else:
             out = scatterbrain_local(qp, kp, vp, mp, w, self.block_size, causal=self.cfg.causal,
-                                     eps=self.eps)
+                                     eps=eps)
         return heads_first(out)[:, :length].astype(q.dtype)
