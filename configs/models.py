@@ -54,6 +54,8 @@ PRESETS["nystrom"] = {"smoke": {"num_landmarks": 8},
 # Scatterbrain: the cluster sizes of the authors' LRA configs (HazyResearch/fly,
 # configs/experiment/lra/<task>/sbsmyrf.yaml; nb_features follows the cluster size); their
 # sequence lengths are those of both sizes. Path-X is not in them: Pathfinder's value.
+# These are the sbsmyrf (sparse="lsh") values; with sparse="local" the authors' window is 2c
+# (sblocal.yaml), so set block_size to twice these.
 _SCATTERBRAIN_TASKS = {"listops": {"block_size": 32}, "text": {"block_size": 16},
                        "retrieval": {"block_size": 64}, "image": {"block_size": 16},
                        "pathfinder": {"block_size": 16}, "pathx": {"block_size": 16}}
