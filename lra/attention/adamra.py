@@ -70,6 +70,7 @@ from lra.attention import register
 from lra.attention.base import (
     AttentionConfig,
     MultiHeadAttention,
+    check_option,
     dense_attention,
     segment_means,
     use_pallas,
@@ -90,13 +91,6 @@ def segment_size(rate: float) -> int:
     return size
 
 
-def _choice(key: str, value: str, allowed) -> str:
-    if value not in allowed:
-        raise LRAError(f"model.attention_kwargs.{key}={value!r} is not one of "
-                       f"{', '.join(allowed)}")
-    return value
-
-
 @register("adamra", paper="Zhang et al. 2021",
           complexity="O(H n d^2 + sum_h m_h d^2) time, O(H n d) memory")
 class AdaMRAAttention(MultiHeadAttention):
@@ -114,9 +108,10 @@ class AdaMRAAttention(MultiHeadAttention):
         if subheads < 1 or cfg.dim % subheads:
             raise LRAError(f"model.attention_kwargs.subheads={subheads} must divide "
                            f"model.emb_dim={cfg.dim} (subheads are d / S wide)")
-        self.feature_map = _choice("feature_map", feature_map, tuple(FEATURE_MAPS))
-        self.router_kind = _choice("router", router, ROUTERS)
-        self.gate = _choice("gate", gate, GATES)
+        for key, value, allowed in (("feature_map", feature_map, tuple(FEATURE_MAPS)),
+                                    ("router", router, ROUTERS), ("gate", gate, GATES)):
+            check_option("adamra", key, value, value in allowed, f"one of {', '.join(allowed)}")
+        self.feature_map, self.router_kind, self.gate = feature_map, router, gate
         super().__init__(cfg, rngs=rngs)
         h, d = len(self.segments), cfg.dim
         self.subheads, self.eps = subheads, eps

@@ -81,6 +81,13 @@ def dense_attention(q, k, v, mask, *, causal: bool = False, scale: float | None 
     return jnp.swapaxes(out, 1, 2).astype(q.dtype)
 
 
+def check_option(method: str, key: str, value, ok: bool, allowed: str) -> None:
+    """Unless `ok`, the one-line user error for hyperparameter `key` of `method`:
+    '<method>: model.attention_kwargs.<key>=<value> must be <allowed>'."""
+    if not ok:
+        raise LRAError(f"{method}: model.attention_kwargs.{key}={value!r} must be {allowed}")
+
+
 def pad_to_multiple(x: jax.Array, multiple: int, axis: int = 1, value=0) -> jax.Array:
     """Pad `x` along `axis` up to the next multiple of `multiple`."""
     extra = -x.shape[axis] % multiple

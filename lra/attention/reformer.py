@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra.attention import register
-from lra.attention.base import MultiHeadAttention, mask_value, pad_to_multiple
+from lra.attention.base import MultiHeadAttention, check_option, mask_value, pad_to_multiple
 from lra.attention.lsh import hash_vectors, random_rotations, sort_by_bucket
 from lra.errors import LRAError
 
@@ -131,8 +131,7 @@ class ReformerAttention(MultiHeadAttention):
                 "token depends on later tokens; set model.causal=False"
             )
         for key, value in (("n_hashes", n_hashes), ("bucket_size", bucket_size)):
-            if value < 1:
-                raise LRAError(f"reformer: model.attention_kwargs.{key}={value} must be >= 1")
+            check_option("reformer", key, value, value >= 1, ">= 1")
         super().__init__(cfg, rngs=rngs)
         del self.key
         self.bucket_size = bucket_size

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra.attention import register
-from lra.attention.base import MultiHeadAttention, mask_value, pad_to_multiple
+from lra.attention.base import MultiHeadAttention, check_option, mask_value, pad_to_multiple
 from lra.attention.blocksparse import band_layout, block_sparse_attention
 from lra.errors import LRAError
 
@@ -189,8 +189,7 @@ class RoutingAttention(MultiHeadAttention):
             ("commitment", commitment, commitment >= 0, ">= 0"),
         )
         for name, value, ok, allowed in checks:
-            if not ok:
-                raise LRAError(f"routing: model.attention_kwargs.{name}={value!r} must be {allowed}")
+            check_option("routing", name, value, ok, allowed)
         super().__init__(cfg, rngs=rngs)
         if shared_qk:
             del self.key

@@ -69,7 +69,7 @@ from flax import nnx
 from jax import lax
 
 from lra.attention import register
-from lra.attention.base import AttentionConfig, MultiHeadAttention, pad_to_multiple
+from lra.attention.base import AttentionConfig, MultiHeadAttention, check_option, pad_to_multiple
 from lra.attention.features import (
     FEATURE_EPS,
     RandomFeatures,
@@ -248,35 +248,33 @@ def feature_matrix(key, nb_features: int, head_dim: int, feature_map: str) -> ja
     return jnp.concatenate([rows, -rows])
 
 
-def _check(key: str, value, ok: bool, allowed: str):
-    if not ok:
-        raise LRAError(f"scatterbrain: model.attention_kwargs.{key}={value!r}: {allowed}")
-
-
 @register("scatterbrain", paper="Chen et al. 2021",
           complexity="O(n m (d + b)) time, O(n (m + b)) memory: m features, b block")
 class ScatterbrainAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, nb_features: int | None = None,
                  sparse: str = "lsh", block_size: int = 16, n_hashes: int = 2,
                  eps: float = 1e-4, feature_map: str = "hyperbolic"):
-        super().__init__(cfg, rngs=rngs)
-        _check("sparse", sparse, sparse in SPARSE, f"expected one of {', '.join(SPARSE)}")
-        _check("feature_map", feature_map, feature_map in FEATURE_MAPS,
-               f"expected one of {', '.join(FEATURE_MAPS)}")
-        _check("block_size", block_size, block_size >= 1, "expected an integer >= 1")
-        _check("n_hashes", n_hashes, n_hashes >= 1, "expected an integer >= 1")
-        _check("eps", eps, eps >= 0, "expected a number >= 0")
         if nb_features is None:
             share = block_size if sparse == "lsh" else block_size // 2
             nb_features = max(2, share + share % 2)  # even, for the hyperbolic pairs
-        _check("nb_features", nb_features, nb_features >= 1, "expected an integer >= 1")
-        _check("nb_features", nb_features, feature_map == "positive" or nb_features % 2 == 0,
-               "expected an even number with feature_map='hyperbolic' (features come in "
-               "+w, -w pairs), or set feature_map='positive'")
+        for key, value, ok, allowed in (
+            ("sparse", sparse, sparse in SPARSE, f"one of {', '.join(SPARSE)}"),
+            ("feature_map", feature_map, feature_map in FEATURE_MAPS,
+             f"one of {', '.join(FEATURE_MAPS)}"),
+            ("block_size", block_size, block_size >= 1, "an integer >= 1"),
+            ("n_hashes", n_hashes, n_hashes >= 1, "an integer >= 1"),
+            ("eps", eps, eps >= 0, "a number >= 0"),
+            ("nb_features", nb_features, nb_features >= 1, "an integer >= 1"),
+            ("nb_features", nb_features, feature_map == "positive" or nb_features % 2 == 0,
+             "even with feature_map='hyperbolic' (features come in +w, -w pairs), or set "
+             "feature_map='positive'"),
+        ):
+            check_option("scatterbrain", key, value, ok, allowed)
         if cfg.causal and sparse == "lsh":
             raise LRAError("scatterbrain with sparse='lsh' has no causal form (LSH chunks depend "
                            "on future tokens); set model.attention_kwargs.sparse='local' or "
                            "model.causal=False")
+        super().__init__(cfg, rngs=rngs)
         self.sparse, self.block_size, self.eps = sparse, block_size, eps
         self.features = RandomFeatures(feature_matrix(rngs.params(), nb_features, cfg.head_dim,
                                                       feature_map))

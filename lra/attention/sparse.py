@@ -88,7 +88,13 @@ from flax import nnx
 from kernels import _common
 from kernels.flash import flash_attention
 from lra.attention import register
-from lra.attention.base import AttentionConfig, MultiHeadAttention, pad_to_multiple, use_pallas
+from lra.attention.base import (
+    AttentionConfig,
+    MultiHeadAttention,
+    check_option,
+    pad_to_multiple,
+    use_pallas,
+)
 from lra.attention.blocksparse import (
     attend,
     band_layout,
@@ -101,11 +107,6 @@ from lra.attention.blocksparse import (
 from lra.errors import LRAError
 
 HEADS = ("merged", "split")
-
-
-def _check_stride(name: str, stride: int) -> None:
-    if stride < 1:
-        raise LRAError(f"{name}: model.attention_kwargs.stride={stride} must be a positive integer")
 
 
 def _check_even_heads(name: str, num_heads: int, why: str) -> None:
@@ -124,7 +125,7 @@ class StridedSparseAttention(MultiHeadAttention):
 
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, stride: int = 128):
         _check_even_heads("sparse_strided", cfg.num_heads, "the strided pattern")
-        _check_stride("sparse_strided", stride)
+        check_option("sparse_strided", "stride", stride, stride >= 1, "a positive integer")
         super().__init__(cfg, rngs=rngs)
         self.stride = stride
 
@@ -178,7 +179,7 @@ class FixedSparseAttention(MultiHeadAttention):
         self, cfg: AttentionConfig, *, rngs: nnx.Rngs, stride: int = 128, summary: int = 32,
         heads: str = "merged", summary_offsets: bool = False,
     ):
-        _check_stride("sparse_fixed", stride)
+        check_option("sparse_fixed", "stride", stride, stride >= 1, "a positive integer")
         if heads not in HEADS:
             raise LRAError(f"sparse_fixed: model.attention_kwargs.heads={heads!r} is not one of "
                            f"{', '.join(HEADS)}")

@@ -33,8 +33,13 @@ import jax.numpy as jnp
 from kernels import _common
 from kernels import topk as topk_kernel
 from lra.attention import register
-from lra.attention.base import MultiHeadAttention, mask_value, pad_to_multiple, use_pallas
-from lra.errors import LRAError
+from lra.attention.base import (
+    MultiHeadAttention,
+    check_option,
+    mask_value,
+    pad_to_multiple,
+    use_pallas,
+)
 
 _gather = jax.vmap(jax.vmap(lambda x, idx: x[idx]))  # [B, H, L, D], [B, H, ...] -> [B, H, ..., D]
 
@@ -149,8 +154,7 @@ class TopKAttention(MultiHeadAttention):
 
     def __init__(self, cfg, *, rngs, k: int = 64, chunk: int = 1024):
         for key, value in (("k", k), ("chunk", chunk)):
-            if value < 1:
-                raise LRAError(f"topk: model.attention_kwargs.{key}={value} must be >= 1")
+            check_option("topk", key, value, value >= 1, ">= 1")
         super().__init__(cfg, rngs=rngs)
         self.top_k = k
         self.chunk = chunk
