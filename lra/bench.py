@@ -36,13 +36,9 @@ log = logging.getLogger(__name__)
 VOCAB = 257  # bytes + padding; the vocabulary only sizes the embedding table
 
 
-def _models():
-    return config.load_module(config.CONFIG_DIR / "models.py")
-
-
 def model_names(text: str) -> list[str]:
     """`--models`: a comma list of methods, variants and groups, expanded in order."""
-    models = _models()
+    models = config.presets()
     groups = {"all": attention.names(), **models.GROUPS}
     names = list(dict.fromkeys(n for item in text.split(",") if item
                                for n in groups.get(item, [item])))
@@ -56,7 +52,7 @@ def model_names(text: str) -> list[str]:
 
 def bench_config(task: str, model: str, length: int, batch: int, size: str, overrides: dict):
     """The config of bench row `model` (a method or a variant); `overrides` come last."""
-    method, kwargs = _models().variant(model)
+    method, kwargs = config.presets().variant(model)
     pinned = {f"model.attention_kwargs.{k}": repr(v) for k, v in kwargs.items()}
     return config.load(f"{task}:model={method},size={size}",
                        {**pinned, **overrides, "data.max_len": str(length),

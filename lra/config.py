@@ -39,6 +39,14 @@ def _importable(root: Path) -> None:
         sys.path.insert(0, str(root))
 
 
+def presets():
+    """configs/models.py: method presets, bench variants and groups."""
+    _importable(CONFIG_DIR.parent)  # configs/ is a folder beside lra/, not an installed package
+    from configs import models
+
+    return models
+
+
 def load_module(path: Path):
     _importable(path.resolve().parents[1])
     spec = importlib.util.spec_from_file_location(f"lra_config_{path.stem}", path)
@@ -96,9 +104,7 @@ def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.C
 
 def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
     """Apply `--config.KEY=VALUE` overrides; a swapped-in method starts from its own preset."""
-    _importable(CONFIG_DIR.parent)  # configs/ is a folder beside lra/, not an installed package
-    from configs import models
-
+    models = presets()
     kwargs = {k: v for k, v in overrides.items() if k.startswith("model.attention_kwargs.")}
     method = c.model.attention
     for key, value in overrides.items():
