@@ -57,6 +57,7 @@ def get_config(arg: str | None = None):
     c.data.num_train = 160_000  # generated images; the release is used whole
     c.data.num_val = 20_000
     c.data.num_test = 20_000
+    c.data.style = "lra"  # generator only: lra (as the LRA release drew them) | clean (harder)
     c.data.distractor_paddles = None  # generator only; None = the LRA value of the resolution
     c.data.seed = 0  # generator seed, or the release's shuffle before its 80/10/10 split
     return common.finish(c, SIZES)

@@ -9,7 +9,7 @@ from PIL import Image
 from configs import pathfinder as pathfinder_config
 from configs import pathx as pathx_config
 from lra import data
-from lra.data import pathfinder, pathfinder_draw, store
+from lra.data import pathfinder, pathfinder_clean, pathfinder_draw, store
 from lra.errors import LRAError
 
 EIGHT = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
@@ -41,7 +41,7 @@ def _flood(mask, start):
 @pytest.fixture(scope="module")
 def sample():
     rng = np.random.default_rng(1)
-    return pathfinder_draw.draw(rng, 48, pathfinder_draw.STYLES[32], 6, traces=True)
+    return pathfinder_clean.draw(rng, 48, pathfinder_draw.STYLES[32], 6, traces=True)
 
 
 def test_picture_grid_markers_and_paths(sample, tmp_path):
@@ -86,11 +86,13 @@ def test_contours_never_touch_and_ink_stays_on_them(sample):
 def test_distractor_paddles_override_the_style():
     style = pathfinder_draw.style_of(32, 0)
     assert style.distractor_paddles == 0 and pathfinder_draw.style_of(32) is pathfinder_draw.STYLES[32]
-    out = pathfinder_draw.draw(np.random.default_rng(2), 8, style, 6, traces=True)
+    out = pathfinder_clean.draw(np.random.default_rng(2), 8, style, 6, traces=True)
     assert out["traces"].max() == 2  # the two targets, no distractor contour
-    bare, _, _ = pathfinder_draw.generate(8, 32, 6, 2, distractor_paddles=0, workers=1)
-    full, _, _ = pathfinder_draw.generate(8, 32, 6, 2, workers=1)
-    assert (bare > 0).sum() < (full > 0).sum()
+    for style in pathfinder_draw.DRAWERS:
+        bare, _, _ = pathfinder_draw.generate(8, 32, 6, 2, style=style, distractor_paddles=0,
+                                              workers=1)
+        full, _, _ = pathfinder_draw.generate(8, 32, 6, 2, style=style, workers=1)
+        assert (bare > 0).sum() < (full > 0).sum()
 
 
 def test_contour_geometry_follows_the_paper():
@@ -100,8 +102,8 @@ def test_contour_geometry_follows_the_paper():
     for size in (32, 128):
         style = pathfinder_draw.STYLES[size]
         n = 16
-        board = pathfinder_draw._Board(n, style, rng.choice(np.asarray(style.margins), n))
-        c = pathfinder_draw._Contour(board, 1, 0, 9)
+        board = pathfinder_clean._Board(n, style, rng.choice(np.asarray(style.margins), n))
+        c = pathfinder_clean._Contour(board, 1, 0, 9)
         c.seed(rng, np.arange(n), rng.uniform(size / 3, 2 * size / 3, (n, 16, 2)))
         while c.active.any():
             c.step(rng)
@@ -120,20 +122,24 @@ def test_contour_geometry_follows_the_paper():
         assert inside.all() and (c.head[done] <= size - 0.5 - style.padding).all()
 
 
+@pytest.mark.parametrize("style", ["lra", "clean"])
 @pytest.mark.parametrize("size", [32, 64, 128])
-def test_sizes(size):
-    images, labels, margins = pathfinder_draw.generate(4, size, 6, 0, workers=1)
+def test_sizes(size, style):
+    images, labels, margins = pathfinder_draw.generate(4, size, 6, 0, style=style, workers=1)
     assert images.shape == (4, size, size) and images.dtype == np.uint8
     assert sorted(labels) == [0, 0, 1, 1]
     assert set(margins) <= set(pathfinder_draw.STYLES[size].margins)
-    assert ((images == 255).sum(axis=(1, 2)) >= 2).all()  # the two markers
+    if style == "clean":
+        assert ((images == 255).sum(axis=(1, 2)) >= 2).all()  # the two white markers
+    else:
+        assert (images.max(axis=(1, 2)) == 255).all()  # scaled by each image's maximum
 
 
 def test_hard_path_x_contours_are_longer():
     rng = np.random.default_rng(0)
     style = pathfinder_draw.STYLES[128]
-    easy = pathfinder_draw.draw(rng, 4, style, 6, traces=True)["traces"]
-    hard = pathfinder_draw.draw(rng, 4, style, 14, traces=True)["traces"]
+    easy = pathfinder_clean.draw(rng, 4, style, 6, traces=True)["traces"]
+    hard = pathfinder_clean.draw(rng, 4, style, 14, traces=True)["traces"]
     assert (hard == 1).sum() > 1.8 * (easy == 1).sum()
 
 
@@ -255,18 +261,23 @@ def test_settings_errors_name_the_key():
     c.data.distractor_paddles = -1
     with pytest.raises(LRAError, match="data.distractor_paddles=-1"):
         pathfinder.variant(c)
+    c = pathfinder_config.get_config("size=smoke")
+    c.data.style = "snakes"
+    with pytest.raises(LRAError, match="data.style='snakes' is not valid; valid: lra, clean"):
+        pathfinder.variant(c)
 
 
 def test_variants_differ():
     base = pathfinder_config.get_config("size=smoke")
     names = {pathfinder.variant(base)}
     for key, value in [("difficulty", "hard"), ("seed", 1), ("num_train", 65),
-                       ("source", "release"), ("resolution", 64), ("distractor_paddles", 0)]:
+                       ("source", "release"), ("resolution", 64), ("distractor_paddles", 0),
+                       ("style", "clean")]:
         c = pathfinder_config.get_config("size=smoke")
         c.data[key] = value
         c.data.max_len = c.data.resolution**2
         names.add(pathfinder.variant(c))
-    assert len(names) == 7
+    assert len(names) == 8
 
 
 def test_open_dataset_prepares_generated_data(tmp_path, monkeypatch):

@@ -9,8 +9,10 @@ sequence length. `data.difficulty` picks the contour length: easy (6 paddles,
 
 Sources:
   generate  images drawn by `lra.data.pathfinder_draw` (Linsley et al. 2018's
-            generator, LRA parameters): `data.num_train/num_val/num_test` images, seed
-            `data.seed`; the default, so the harness works offline.
+            generator, LRA parameters) in `data.style` ("lra": as the LRA release drew
+            them, the default; "clean": a harder set without the original's artefacts):
+            `data.num_train/num_val/num_test` images, seed `data.seed`; the default
+            source, so the harness works offline.
   release   the LRA release (`lra_release.gz`): `data.path` holds `pathfinderN/` (or is
             it), laid out as `<difficulty folder>/imgs/<k>/sample_<i>.png` plus
             `<difficulty folder>/metadata/<k>.npy`, text despite the name, one image a
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from lra.data import pathfinder_draw
 from lra.errors import LRAError
@@ -57,6 +60,9 @@ def settings(config) -> tuple[int, str]:
     if d.max_len < resolution**2:
         raise LRAError(f"data.max_len={d.max_len} is shorter than the {resolution}x{resolution} "
                        f"image; set data.max_len={resolution**2}")
+    if d.source == "generate" and d.style not in pathfinder_draw.DRAWERS:
+        raise LRAError(f"data.style={d.style!r} is not valid; valid: "
+                       f"{', '.join(pathfinder_draw.DRAWERS)}")
     extra = d.distractor_paddles
     if extra is not None and (isinstance(extra, bool) or not isinstance(extra, int) or extra < 0):
         raise LRAError(f"data.distractor_paddles={extra!r} must be a count >= 0, or None for "
@@ -70,7 +76,8 @@ def variant(config) -> str:
     d = config.data
     name = f"{d.source}-{resolution}px-{difficulty}-seed{d.seed}"
     if d.source == "generate":
-        name += f"-n{d.num_train}-{d.num_val}-{d.num_test}-v{pathfinder_draw.VERSION}"
+        name += (f"-n{d.num_train}-{d.num_val}-{d.num_test}"
+                 f"-{d.style}-v{pathfinder_draw.VERSION[d.style]}")
         if d.distractor_paddles is not None:
             name += f"-d{d.distractor_paddles}"
     return name
@@ -88,10 +95,12 @@ def prepare(config, source: str, path: str | None):
         for i, split in enumerate(SPLITS):
             n = int(config.data[f"num_{split}"])
             images, labels, _ = pathfinder_draw.generate(
-                n, resolution, length, [config.data.seed, i],
+                n, resolution, length, [config.data.seed, i], style=config.data.style,
                 distractor_paddles=config.data.distractor_paddles)
             splits[split] = _arrays(images, labels)
-        meta["generator"] = {"version": pathfinder_draw.VERSION, "contour_length": length,
+        meta["generator"] = {"style": config.data.style,
+                             "version": pathfinder_draw.VERSION[config.data.style],
+                             "contour_length": length,
                              "paddle_length": style.paddle_length,
                              "margins": list(style.margins), "continuity": style.continuity,
                              "distractor_paddles": style.distractor_paddles}
@@ -133,15 +142,6 @@ def release_folder(path: str | None, resolution: int, difficulty: str) -> Path:
                    f"pass the folder of the LRA release that holds pathfinder{resolution}/")
 
 
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise LRAError("reading or writing PNG files needs pillow: "
-                       "pip install 'lra-harness[data]'") from None
-    return Image
-
-
 def _file_order(file: Path) -> tuple:
     """Metadata files in numeric order (0.npy, 1.npy, ..., 10.npy), others after."""
     return (0, int(file.stem), "") if file.stem.isdigit() else (1, 0, file.stem)
@@ -179,7 +179,6 @@ def read_metadata(folder: Path) -> list[tuple[Path, int, str]]:
 
 def decode_png(path: Path, resolution: int, where: str) -> np.ndarray | None:
     """The grayscale pixels of a PNG, or None for an empty file (skipped, as in the LRA)."""
-    Image = _pil()
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -224,11 +223,10 @@ def write_release(root: str | Path, images: np.ndarray, labels: np.ndarray, diff
     """Write images in the release layout under root/pathfinderN/<difficulty folder>/
     (PNG files and text metadata, the fields of Linsley et al.'s generator); returns
     the difficulty folder."""
-    Image = _pil()
     resolution = images.shape[1]
     style = pathfinder_draw.STYLES[resolution]
     length = pathfinder_draw.CONTOUR_LENGTHS[difficulty]
-    _, distractor = pathfinder_draw.distractors(style, length)
+    _, distractor = style.distractors(length)
     margins = np.full(len(images), style.margins[0]) if margins is None else margins
     folder = Path(root) / f"pathfinder{resolution}" / FOLDERS[difficulty]
     (folder / "metadata").mkdir(parents=True, exist_ok=True)
