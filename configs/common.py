@@ -59,6 +59,7 @@ def base_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     c.model.attention_dropout = 0.1
     c.model.pooling = "cls"  # cls | mean
     c.model.pos_emb = "learned"  # learned | sinusoidal
+    c.model.zero_is_padding = False  # True: token 0 is masked too (the LRA code's inputs > 0)
     c.model.classifier_dim = 0  # hidden width of the Dense-ReLU-Dense head; 0 = mlp_dim
     c.model.interaction = "uvdiff"  # Retrieval: [u, v, u*v, u-v] | uv
     c.model.causal = False

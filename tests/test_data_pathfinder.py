@@ -153,6 +153,10 @@ def test_reproducible_whatever_the_workers(monkeypatch):
     split = pathfinder_draw.generate(24, 32, 9, [7, 1], workers=1)
     spawned = pathfinder_draw.generate(24, 32, 9, [7, 1], workers=2)
     assert all((a == b).all() for a, b in zip(split, spawned, strict=True))
+    both = pathfinder_draw.generate_splits([8, 24], 32, 9, 7, workers=2)  # split k: [7, k]
+    assert all((a == b).all() for a, b in zip(both[1], split, strict=True))
+    first = pathfinder_draw.generate(8, 32, 9, [7, 0], workers=1)
+    assert all((a == b).all() for a, b in zip(both[0], first, strict=True))
 
 
 # --- the release layout -------------------------------------------------------------

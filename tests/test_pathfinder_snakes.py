@@ -128,3 +128,12 @@ def test_images_are_scaled_by_their_maximum(lra):
     assert (out["images"].max(axis=(1, 2)) == 255).all()
     assert (out["images"].min(axis=(1, 2)) == 0).all()
     assert set(np.round(out["scale"], 4)) <= {1.0, 1.0431, 1.0588, 1.0667, 1.1529}
+
+
+def test_path_x_draws_every_distractor():
+    """At 128 px the thicker paddle keeps its anchor: the original drew all 17 distractor
+    contours of an easy image, 539 pixels >= 64 per image (30 images, measured as above)."""
+    out = pathfinder_snakes.draw(np.random.default_rng(5), 6, pathfinder_draw.STYLES[128], 6,
+                                 layers=True)
+    assert out["distractors"].mean() >= 16.5
+    assert abs((out["images"] >= 64).sum((1, 2)).mean() - 539) < 60

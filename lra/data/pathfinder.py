@@ -91,13 +91,12 @@ def prepare(config, source: str, path: str | None):
     if source == "generate":
         length = pathfinder_draw.CONTOUR_LENGTHS[difficulty]
         style = pathfinder_draw.style_of(resolution, config.data.distractor_paddles)
-        splits = {}
-        for i, split in enumerate(SPLITS):
-            n = int(config.data[f"num_{split}"])
-            images, labels, _ = pathfinder_draw.generate(
-                n, resolution, length, [config.data.seed, i], style=config.data.style,
-                distractor_paddles=config.data.distractor_paddles)
-            splits[split] = _arrays(images, labels)
+        drawn = pathfinder_draw.generate_splits(
+            [int(config.data[f"num_{split}"]) for split in SPLITS], resolution, length,
+            config.data.seed, style=config.data.style,
+            distractor_paddles=config.data.distractor_paddles)
+        splits = {split: _arrays(images, labels)
+                  for split, (images, labels, _) in zip(SPLITS, drawn, strict=True)}
         meta["generator"] = {"style": config.data.style,
                              "version": pathfinder_draw.VERSION[config.data.style],
                              "contour_length": length,

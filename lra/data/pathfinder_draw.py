@@ -92,17 +92,37 @@ def generate(n: int, size: int, contour_length: int, seed, *, style: str = "lra"
     drawn in `style` ("lra" | "clean"), reproducible from `seed` (an int or a sequence of
     ints) whatever the number of worker processes: chunk i of CHUNK images is drawn from
     the seed sequence [*seed, i]. `distractor_paddles` overrides the LRA value."""
+    return generate_splits([n], size, contour_length, seed, style=style,
+                           distractor_paddles=distractor_paddles, workers=workers, nested=False)[0]
+
+
+def generate_splits(counts, size: int, contour_length: int, seed, *, style: str = "lra",
+                    distractor_paddles: int | None = None, workers: int | None = None,
+                    nested: bool = True) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`generate(counts[k], ..., seed=[*seed, k])` for every k, all chunks drawn by one pool
+    of workers (`nested=False`: one split, from `seed` itself)."""
     if style not in DRAWERS:
         raise ValueError(f"style={style!r}; valid: {', '.join(DRAWERS)}")
     seed = [int(x) for x in np.atleast_1d(seed)]
-    jobs = [(seed, i, min(CHUNK, n - start), size, contour_length, distractor_paddles, style)
-            for i, start in enumerate(range(0, n, CHUNK))]
+    jobs, owner = [], []
+    for k, n in enumerate(counts):
+        base = [*seed, k] if nested else seed
+        for i, start in enumerate(range(0, n, CHUNK)):
+            jobs.append((base, i, min(CHUNK, n - start), size, contour_length,
+                         distractor_paddles, style))
+            owner.append(k)
     workers = min(len(jobs), workers or (os.cpu_count() or 1))
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             parts = list(pool.map(_chunk, jobs))
     else:
         parts = [_chunk(job) for job in jobs]
-    if not parts:
-        return np.zeros((0, size, size), np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int64)
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+    out = []
+    for k in range(len(counts)):
+        mine = [p for p, o in zip(parts, owner, strict=True) if o == k]
+        if not mine:
+            out.append((np.zeros((0, size, size), np.uint8), np.zeros(0, np.int32),
+                        np.zeros(0, np.int64)))
+        else:
+            out.append(tuple(np.concatenate([p[i] for p in mine]) for i in range(3)))
+    return out

@@ -16,7 +16,7 @@ INTERACTIONS = ("uvdiff", "uv")
 
 
 def padding_mask(lengths: jax.Array, length: int) -> jax.Array:
-    """bool[B, L] from sequence lengths (never from token ids: a black pixel is token 0)."""
+    """bool[B, L] from sequence lengths (not from token ids: a black pixel is token 0)."""
     return jnp.arange(length)[None, :] < lengths[:, None]
 
 
@@ -37,7 +37,7 @@ class Tower(nnx.Module):
         if m.pos_emb not in ("learned", "sinusoidal"):
             raise LRAError(f"model.pos_emb={m.pos_emb!r}; valid: learned, sinusoidal")
         cls = m.pooling == "cls"
-        self.pooling = m.pooling
+        self.pooling, self.zero_is_padding = m.pooling, bool(m.zero_is_padding)
         self.embed = Embedding(vocab_size, m.emb_dim, max_len, pos_emb=m.pos_emb, with_cls=cls,
                                rngs=rngs)
         self.dropout = nnx.Dropout(m.dropout, rngs=rngs)
@@ -49,7 +49,10 @@ class Tower(nnx.Module):
                                rngs=rngs)
 
     def __call__(self, ids, lengths, *, deterministic: bool):
-        x, mask = self.embed(ids, padding_mask(lengths, ids.shape[1]))
+        mask = padding_mask(lengths, ids.shape[1])
+        if self.zero_is_padding:  # the LRA code's mask, inputs > 0: no key, not pooled
+            mask = mask & (ids != 0)
+        x, mask = self.embed(ids, mask)
         x = self.dropout(x, deterministic=deterministic)
         x = self.encoder(x, mask, deterministic=deterministic)
         return pool(x, mask, self.pooling)
