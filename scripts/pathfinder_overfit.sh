@@ -3,7 +3,7 @@
 # dropout on 512 easy images (default style) for STEPS steps and fails unless the training
 # accuracy of the last logged window reaches 95%. A check to run before a long Pathfinder
 # run: a model that cannot memorise 512 images has a bug, not a hard task.
-#   bash scripts/pathfinder_overfit.sh            # about 10 minutes on two CPU cores
+#   bash scripts/pathfinder_overfit.sh   # roughly 40 minutes on two CPU cores (not yet timed)
 set -euo pipefail
 STEPS=${STEPS:-1200}
 WORKDIR=${WORKDIR:-$(mktemp -d /tmp/lra-pathfinder-overfit.XXXXXX)}
