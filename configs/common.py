@@ -10,8 +10,8 @@ Sizes:
 from __future__ import annotations
 
 import ml_collections
+from lra.configs import models
 
-from configs import models
 from lra.errors import LRAError
 
 SIZES = ("smoke", "cpu", "nystrom", "lra")
@@ -94,6 +94,8 @@ def base_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
 def finish(c: ml_collections.ConfigDict, sizes: dict[str, dict]) -> ml_collections.ConfigDict:
     """Apply the per-size values {size: {"data": {...}, "model": {...}, "train": {...}}}
     and the method's preset from configs/models.py, then validate the method name."""
+    if c.size not in sizes:
+        raise LRAError(f"task {c.task} has no size {c.size!r}; valid: {', '.join(sizes)}")
     for group, values in sizes[c.size].items():
         for key, value in values.items():
             if key not in c[group]:

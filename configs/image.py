@@ -16,7 +16,7 @@ size=cpu uses all 45,000 training images but validates on 1000 and tests on 2000
 size=smoke 256/64/64 images. Sequences are always 1024 pixels.
 """
 
-from configs import common
+from lra.configs import common
 
 SIZES = {
     "smoke": dict(

@@ -6,7 +6,7 @@ operator probability 0.25) with expressions of 20 < length < 120 tokens, 20k/1k/
 that a few methods train on two CPU cores in about a minute each (`make demo`).
 """
 
-from configs import common
+from lra.configs import common
 
 SIZES = {
     "smoke": dict(

@@ -20,7 +20,7 @@ size=cpu draws the `easy` set (6 paddles) at 32 pixels, 20,000 training images, 
 small model (2 layers, emb 32) on two CPU cores; size=smoke likewise with 64/32/32 images.
 """
 
-from configs import common
+from lra.configs import common
 
 SIZES = {
     "smoke": dict(

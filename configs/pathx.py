@@ -16,7 +16,7 @@ size=cpu and size=smoke keep the hard contours but draw them at 32 pixels (1024 
 16,384-token softmax attention does not train on two CPU cores.
 """
 
-from configs import common
+from lra.configs import common
 
 SIZES = {
     "smoke": dict(

@@ -17,7 +17,7 @@ size=cpu keeps 1024 bytes per document and a seeded 20,000/1000/2000 pairs; size
 128 bytes and 256/64/64 pairs.
 """
 
-from configs import common
+from lra.configs import common
 
 SIZES = {
     "smoke": dict(

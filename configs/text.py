@@ -19,7 +19,7 @@ size=cpu pools by the mean (the Nystromformer protocol's choice): with LRA's CLS
 softmax model was still at 50.8% validation accuracy after 750 steps on two cores.
 """
 
-from configs import common
+from lra.configs import common
 
 SIZES = {
     "smoke": dict(

@@ -6,9 +6,9 @@ Every op takes `impl` ("auto": Pallas on GPU/TPU, the XLA reference on CPU; "xla
 tests). Layout [B, L, H, Dh] like the attention cores; padding is given as lengths int32[B].
 """
 
-from kernels.block_sparse import block_sparse_attention
-from kernels.flash import flash_attention
-from kernels.linear import linear_attention
-from kernels.topk import topk_attention
+from lra.kernels.block_sparse import block_sparse_attention
+from lra.kernels.flash import flash_attention
+from lra.kernels.linear import linear_attention
+from lra.kernels.topk import topk_attention
 
 __all__ = ["block_sparse_attention", "flash_attention", "linear_attention", "topk_attention"]

@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-
-from kernels._compat import compiler_params
-from lra.errors import LRAError
+from lra.kernels._compat import compiler_params
+from lra.kernels.errors import KernelError
 
 IMPLS = ("auto", "xla", "pallas")
 # Set to "1" to run every kernel in the Pallas interpreter, as if called with interpret=True.
@@ -29,12 +28,12 @@ NEG = float(jnp.finfo(jnp.float32).min) / 2
 def use_kernel(impl: str, interpret: bool) -> bool:
     """Whether to run the Pallas kernel: `auto` means GPU/TPU, or the interpreter if asked."""
     if impl not in IMPLS:
-        raise LRAError(f"model.impl={impl!r} is not one of {', '.join(IMPLS)}")
+        raise KernelError(f"model.impl={impl!r} is not one of {', '.join(IMPLS)}")
     if impl == "xla":
         return False
     on_device = jax.default_backend() in ("gpu", "tpu")
     if impl == "pallas" and not (on_device or interpret):
-        raise LRAError(
+        raise KernelError(
             "model.impl='pallas' needs a GPU or TPU; on CPU use model.impl=auto or xla "
             f"(or interpret=True / {INTERPRET_ENV}=1 to run the kernel in the Pallas interpreter)"
         )
@@ -58,7 +57,7 @@ def feature_size(d: int) -> int:
 def tile(requested: int, length: int, name: str) -> int:
     """A power-of-two tile >= 16 no longer than the (power-of-two-rounded) length."""
     if requested < 16 or requested & (requested - 1):
-        raise LRAError(f"{name}={requested} must be a power of two >= 16 (a Triton tile size)")
+        raise KernelError(f"{name}={requested} must be a power of two >= 16 (a Triton tile size)")
     return min(requested, max(16, next_pow2(length)))
 
 

@@ -44,8 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-
-from kernels import _common as C
+from lra.kernels import _common as C
 
 # Position of a fake token filling a tile: past any length, so it is never a visible key.
 _FAKE = 2**30

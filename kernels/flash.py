@@ -24,9 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-
-from kernels import _common as C
-from kernels._compat import compiler_params
+from lra.kernels import _common as C
+from lra.kernels._compat import compiler_params
 
 
 def flash_attention(q, k, v, lengths=None, *, causal: bool = False, scale: float | None = None,

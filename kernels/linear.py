@@ -34,8 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-
-from kernels import _common as C
+from lra.kernels import _common as C
 
 
 def linear_attention(qf, kf, v, lengths=None, *, causal: bool = False, eps: float = 1e-6,

@@ -29,9 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-
-from kernels import _common as C
-from lra.errors import LRAError
+from lra.kernels import _common as C
+from lra.kernels.errors import KernelError
 
 
 def topk_attention(q, k, v, lengths=None, *, top_k: int, chunk: int = 1024,
@@ -45,7 +44,7 @@ def topk_attention(q, k, v, lengths=None, *, top_k: int, chunk: int = 1024,
     Returns [B, L, H, Dh] in q's dtype.
     """
     if top_k < 1 or chunk < 1:
-        raise LRAError(f"top-k attention needs top_k >= 1 and chunk >= 1, got {top_k}, {chunk}")
+        raise KernelError(f"top-k attention needs top_k >= 1 and chunk >= 1, got {top_k}, {chunk}")
     b, length, h, d = q.shape
     scale = C.default_scale(d, scale)
     lengths = C.full_lengths(lengths, b, length)
@@ -59,7 +58,7 @@ def topk_attention(q, k, v, lengths=None, *, top_k: int, chunk: int = 1024,
     dp = C.feature_size(d)
     bq = block_q or max(1, min(64, 8192 // (kp * dp)))
     if bq & (bq - 1):
-        raise LRAError(f"block_q={bq} must be a power of two")
+        raise KernelError(f"block_q={bq} must be a power of two")
     lp = C.round_up(length, bq)
     picks = C.pad_axis(C.pad_axis(picks, 3, kp, value=-1), 2, lp, value=-1)
     qp, kpd, vp = (C.pad_axis(C.pad_axis(x, 3, dp), 1, lp) for x in (q, k, v))

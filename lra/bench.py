@@ -28,13 +28,10 @@ import time
 import jax
 import numpy as np
 
-from lra import attention, config
+from lra import attention, config, data
 from lra.errors import LRAError
 
 log = logging.getLogger(__name__)
-
-VOCAB = 257  # bytes + padding; the vocabulary only sizes the embedding table
-
 
 def model_names(text: str) -> list[str]:
     """`--models`: a comma list of methods, variants and groups, expanded in order."""
@@ -65,12 +62,14 @@ def measure(task: str, model: str, length: int, batch: int, size: str = "nystrom
     from lra import train
 
     c = bench_config(task, model, length, batch, size, overrides or {})
-    meta = {"vocab_size": VOCAB, "num_classes": 2, "max_len": length, "dual": task == "retrieval"}
+    shape = data.info(task)  # the task's vocabulary, classes and number of sequences
+    meta = {"vocab_size": shape.vocab_size, "num_classes": shape.num_classes, "max_len": length,
+            "dual": shape.dual}
     trainer = train.Trainer(c, meta, train.device_mesh(c))
     rng = np.random.default_rng(0)
-    batch_arrays = {"inputs": rng.integers(1, VOCAB, (batch, length), dtype=np.int32),
+    batch_arrays = {"inputs": rng.integers(1, shape.vocab_size, (batch, length), dtype=np.int32),
                     "lengths": np.full(batch, length, np.int32),
-                    "labels": rng.integers(0, 2, batch, dtype=np.int32)}
+                    "labels": rng.integers(0, shape.num_classes, batch, dtype=np.int32)}
     if meta["dual"]:
         batch_arrays.update(inputs2=batch_arrays["inputs"], lengths2=batch_arrays["lengths"])
     compile_s = trainer.compile(batch_arrays)
@@ -92,11 +91,9 @@ def run_one(task, model, length, batch, size, steps, warmup, overrides, timeout)
     """`measure` in a fresh process; an OOM or crash becomes a recorded status."""
     job = json.dumps(dict(task=task, model=model, length=length, batch=batch, size=size,
                           steps=steps, warmup=warmup, overrides=overrides))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(config.CONFIG_DIR.parent), os.environ.get("PYTHONPATH")]))}
     try:
         proc = subprocess.run([sys.executable, "-m", "lra.bench", job], capture_output=True,
-                              text=True, env=env, timeout=timeout)
+                              text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"model": model, "length": length, "status": "timeout"}
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]

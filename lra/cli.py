@@ -8,6 +8,7 @@ import os
 import sys
 
 from lra.errors import LRAError
+from lra.kernels.errors import KernelError
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         rest, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
         args = parser().parse_args(rest)
         return COMMANDS[args.command](args, overrides)
-    except LRAError as e:
+    except (LRAError, KernelError) as e:
         print(f"lra: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

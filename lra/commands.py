@@ -116,9 +116,8 @@ def print_list() -> None:
     tasks.add_column("config")
     tasks.add_column("sizes")
     SIZES = config.sizes()
-    for task in data.TASKS:
-        path = config.CONFIG_DIR / f"{task}.py"
-        tasks.add_row(task, str(path) if path.exists() else "(no config file)", ", ".join(SIZES))
+    for task in data.names():
+        tasks.add_row(task, data.info(task).config, ", ".join(SIZES))
     console.print(tasks)
     methods = Table(title="Attention methods")
     for col in ("name", "paper", "complexity", "hyperparameters (paper defaults)"):

@@ -1,8 +1,10 @@
-"""Load `configs/<task>.py:model=NAME,size=SIZE` and apply `--config.KEY=VALUE` overrides."""
+"""Load `TASK:model=NAME,size=SIZE` (or a config file of one's own) and apply `--config.KEY=VALUE`
+overrides."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -10,49 +12,45 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from lra import attention
+from lra import attention, data
+from lra.configs import common, models
 from lra.errors import LRAError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-
-def config_path(task_or_path: str) -> Path:
-    """A task name (`listops`) or a path (`configs/listops.py`) -> the config file."""
-    path = Path(task_or_path)
-    if path.suffix != ".py":
-        path = CONFIG_DIR / f"{task_or_path}.py"
+def load_file(path: Path):
+    """Execute a config (or sweep) file (the big_vision `path.py:arg` convention) as a module."""
     if not path.is_file():
-        tasks = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
-                       if p.stem not in ("__init__", "common", "models"))
-        raise LRAError(f"no config file {path}; valid tasks: {', '.join(tasks)}")
-    return path
+        raise LRAError(f"no config file {path}; valid tasks: {', '.join(data.names())}")
+    spec = importlib.util.spec_from_file_location(f"lra_user_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so a task registered in the file can find its module
+    spec.loader.exec_module(module)
+    return module
+
+
+def config_module(name: str):
+    """The config module of a task name (`listops`), a packaged config (`lra.configs.listops`)
+    or a config file of the user's own (`my_task.py`, `configs/listops.py`)."""
+    if "." not in name:
+        name = data.info(name).config  # a task: its registered config
+    if name.endswith(".py"):
+        return load_file(Path(name))
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not name.startswith(e.name):
+            raise
+    raise LRAError(f"no config module {name!r}; valid tasks: {', '.join(data.names())}") from None
 
 
 def sizes() -> tuple[str, ...]:
-    """The config sizes (configs/common.py), importable from any working directory."""
-    return load_module(CONFIG_DIR / "common.py").SIZES
-
-
-def _importable(root: Path) -> None:
-    """Put `root` (the folder holding configs/) on sys.path, so `configs` imports."""
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    """The config sizes (lra/configs/common.py)."""
+    return common.SIZES
 
 
 def presets():
-    """configs/models.py: method presets, bench variants and groups."""
-    _importable(CONFIG_DIR.parent)  # configs/ is a folder beside lra/, not an installed package
-    from configs import models
-
+    """lra/configs/models.py: method presets, bench variants and groups."""
     return models
-
-
-def load_module(path: Path):
-    _importable(path.resolve().parents[1])
-    spec = importlib.util.spec_from_file_location(f"lra_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _parse(value: str, like):
@@ -96,9 +94,9 @@ def override(c: ml_collections.ConfigDict, key: str, value: str) -> None:
 
 
 def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
-    """spec: 'configs/listops.py:model=topk,size=cpu' or 'listops:...'."""
-    path, _, arg = spec.partition(":")
-    c = load_module(config_path(path)).get_config(arg or None)
+    """spec: 'listops:model=topk,size=cpu', 'lra.configs.listops:...' or 'my_task.py:...'."""
+    name, _, arg = spec.partition(":")
+    c = config_module(name).get_config(arg or None)
     return apply_overrides(c, overrides or {})
 
 

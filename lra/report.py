@@ -37,13 +37,12 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from lra import data
 from lra.errors import LRAError
 from lra.workdir import read_json
 
 log = logging.getLogger(__name__)
 
-TASK_COLUMNS = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "image": "Image",
-                "pathfinder": "Pathfinder", "pathx": "Path-X"}
 CHANCE = 0.5  # Path-X is binary
 CHANCE_MARGIN = 0.01  # Path-X below 51% mean test accuracy is FAIL
 IGNORED_CONFIG = ("seed", "wandb.", "distributed", "train.num_devices")
@@ -208,6 +207,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def task_columns() -> dict[str, str]:
+    """Task name -> column header, in table order (the task registry)."""
+    return {t: data.info(t).column for t in data.names()}
+
+
+def averaged(tasks) -> list[str]:
+    """Those of `tasks` that count in the LRA average (not Path-X)."""
+    return [t for t in tasks if data.info(t).in_average]
+
+
 def pathx_failed(values: list[float]) -> bool:
     return not values or statistics.fmean(values) <= CHANCE + CHANCE_MARGIN
 
@@ -215,7 +224,7 @@ def pathx_failed(values: list[float]) -> bool:
 def averages(runs: list[Run]) -> tuple[dict[str, float], list[str]]:
     """Each model's LRA average (fraction) over the table's tasks other than Path-X."""
     acc = scores(runs)
-    tasks = [t for t in TASK_COLUMNS if t != "pathx" and any(r.key[1] == t for r in runs)]
+    tasks = averaged(t for t in task_columns() if any(r.key[1] == t for r in runs))
     models = _ordered({r.key[2] for r in runs})
     avg = {m: statistics.fmean(statistics.fmean(acc[(t, m)]) for t in tasks)
            for m in models if tasks and all(acc.get((t, m)) for t in tasks)}
@@ -226,9 +235,8 @@ def common_averages(runs: list[Run], models: list[str]) -> tuple[dict[str, float
     """The mean accuracy of those of `models` with runs over the tasks (no Path-X) that all
     of them finished: SMAT's A when no two models have every task of the table."""
     acc = scores(runs)
-    models = [m for m in models if any(acc.get((t, m)) for t in TASK_COLUMNS)]
-    tasks = [t for t in TASK_COLUMNS
-             if t != "pathx" and models and all(acc.get((t, m)) for m in models)]
+    models = [m for m in models if any(acc.get((t, m)) for t in task_columns())]
+    tasks = averaged(t for t in task_columns() if models and all(acc.get((t, m)) for m in models))
     avg = {m: statistics.fmean(statistics.fmean(acc[(t, m)]) for t in tasks)
            for m in models} if tasks else {}
     return avg, tasks
@@ -237,11 +245,12 @@ def common_averages(runs: list[Run], models: list[str]) -> tuple[dict[str, float
 def accuracy_table(runs: list[Run], size: str) -> Table:
     acc = scores(runs)
     avg, avg_tasks = averages(runs)
-    header = ["Model", *TASK_COLUMNS.values(), "Avg"]
+    columns = task_columns()
+    header = ["Model", *columns.values(), "Avg"]
     rows, records = [], []
     for model in _ordered({r.key[2] for r in runs}):
         cells, record = [model], {"model": model}
-        for task in TASK_COLUMNS:
+        for task in columns:
             values = acc.get((task, model), [])
             mean, std = mean_std(values) if values else (None, None)
             tried = any(r.key[1:] == (task, model) for r in runs)
@@ -259,7 +268,7 @@ def accuracy_table(runs: list[Run], size: str) -> Table:
         rows.append(cells)
         records.append(record)
     notes = [f"Test accuracy (%), mean ± std over seeds (runs with status ok), size={size}.",
-             "Avg: mean over " + (", ".join(TASK_COLUMNS[t] for t in avg_tasks) or "no task")
+             "Avg: mean over " + (", ".join(columns[t] for t in avg_tasks) or "no task")
              + " (Path-X excluded, as in LRA Table 1); – where a model lacks one of them.",
              "Path-X FAIL: no finished run or mean test accuracy <= "
              f"{100 * (CHANCE + CHANCE_MARGIN):.0f}%."]
@@ -273,7 +282,8 @@ def _pct(x):
 def missing(runs: list[Run], size: str) -> list[str]:
     """Task x model cells of this size with no finished run, and the runs that did not finish."""
     out = []
-    tasks = [t for t in TASK_COLUMNS if any(r.key[1] == t for r in runs)]
+    columns = task_columns()
+    tasks = [t for t in columns if any(r.key[1] == t for r in runs)]
     models = _ordered({r.key[2] for r in runs})
     acc = scores(runs)
     for task in tasks:
@@ -285,7 +295,7 @@ def missing(runs: list[Run], size: str) -> list[str]:
         if status != "ok":
             error = run.summary.get("error")
             out.append(f"{run.path}: status {status}" + (f" ({error})" if error else ""))
-    absent = [TASK_COLUMNS[t] for t in TASK_COLUMNS if t not in tasks]
+    absent = [columns[t] for t in columns if t not in tasks]
     if absent:
         out.append(f"size={size}: no runs for {', '.join(absent)}")
     return out
@@ -375,7 +385,7 @@ def smat_table(name: str, avg: dict[str, float], acc_size: str, group: BenchGrou
              "memory M and LRA average accuracy A, each min-max normalised across these models.",
              f"Speed and memory: {group.task}, size={group.size}, batch {group.batch}, "
              f"length {length}; accuracy: size={acc_size}, mean over "
-             f"{', '.join(TASK_COLUMNS[t] for t in tasks)}."]
+             f"{', '.join(data.info(t).column for t in tasks)}."]
     if left_out:
         notes.append(f"Left out (no LRA average or no bench result): {', '.join(left_out)}.")
     table = Table(name, f"SMAT (accuracy size={acc_size}, "

@@ -14,14 +14,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from lra import attention, config
-from lra.data import TASKS
+from lra import attention, config, data
 from lra.errors import LRAError
 from lra.workdir import read_json, write_json
 
@@ -66,12 +64,12 @@ def grid(tasks: str, models: str, sizes: str, seeds: str,
         raise LRAError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
     extra = tuple(sorted((overrides or {}).items()))
     return [Run(t, m, s, k, extra) for t, s, m, k in itertools.product(
-        _names(tasks, list(TASKS), "task"), _names(sizes, list(SIZES), "size"),
+        _names(tasks, data.names(), "task"), _names(sizes, list(SIZES), "size"),
         _names(models, attention.names(), "model"), seed_list)]
 
 
 def from_file(path: str) -> list[Run]:
-    module = config.load_module(Path(path))
+    module = config.load_file(Path(path))
     if not hasattr(module, "sweep"):
         raise LRAError(f"{path} defines no sweep() function")
     return [Run(r["task"], r["model"], r["size"], int(r.get("seed", 0)),
@@ -106,12 +104,10 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None) 
             results[run.name] = done
             continue
         report(run, "start")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(config.CONFIG_DIR.parent), os.environ.get("PYTHONPATH")]))}
         log_path = workdir / run.name / "train.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
-            proc = subprocess.run(run.command(workdir), env=env, stdout=log,
+            proc = subprocess.run(run.command(workdir), stdout=log,
                                   stderr=subprocess.STDOUT)
         state = status(workdir, run)
         if state is None:  # died before writing a summary (e.g. killed by the OOM killer)

@@ -1,7 +1,7 @@
 """Speed and memory of the attention kernels against their XLA references (and cuDNN).
 
-    PYTHONPATH=. python scripts/bench_kernels.py                       # GPU: 1K-16K
-    PYTHONPATH=. python scripts/bench_kernels.py --lengths 128,256     # CPU: references only
+    python scripts/bench_kernels.py                       # GPU: 1K-16K
+    python scripts/bench_kernels.py --lengths 128,256     # CPU: references only
 
 For each op and sequence length: forward and forward+backward wall time (median of
 --iters runs after one warm-up, each run ended by block_until_ready), the compiled
@@ -28,11 +28,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-
-from kernels.block_sparse import block_sparse_attention
-from kernels.flash import flash_attention
-from kernels.linear import linear_attention
-from kernels.topk import topk_attention
+from lra.kernels.block_sparse import block_sparse_attention
+from lra.kernels.flash import flash_attention
+from lra.kernels.linear import linear_attention
+from lra.kernels.topk import topk_attention
 
 # Dense peak TFLOP/s from NVIDIA's datasheets (the "with sparsity" figures halved):
 # (bf16/fp16 tensor core, fp32 non-tensor). Matched against jax's device_kind.

@@ -1,6 +1,6 @@
 """Positive control for Pathfinder: can a plain CNN learn the generated images?
 
-    PYTHONPATH=. python scripts/pathfinder_cnn.py --difficulty easy --style lra \
+    python scripts/pathfinder_cnn.py --difficulty easy --style lra \
         --out results/cpu/pathfinder/cnn-easy-lra.json
 
 Six 3x3 convolutions with batch norm and ReLU, a 2x2 max-pool after every second one,
@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from lra.configs.pathfinder import get_config
 
-from configs.pathfinder import get_config
 from lra import data
 from lra.data import store
 

@@ -10,7 +10,6 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 EVAL_EVERY=${EVAL_EVERY:-250}
 WORKDIR=${WORKDIR:-/tmp/pathfinder-gpu}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false LRA_DATA_DIR=${LRA_DATA_DIR:-/tmp/lra-data}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # run from the repository root
 SETS="--config.data.num_train=$TRAIN --config.data.num_val=2000 --config.data.num_test=2000"
 mkdir -p "$DEST"
 start=$(date +%s)

@@ -1,6 +1,6 @@
 """Side-by-side picture of the two Pathfinder drawing styles.
 
-    PYTHONPATH=. python scripts/pathfinder_grid.py --out results/cpu/pathfinder/styles.png
+    python scripts/pathfinder_grid.py --out results/cpu/pathfinder/styles.png
 
 Rows: lra easy, lra hard, clean easy, clean hard (32 px, 8 images each, 4x enlarged,
 labels 1 on the left half of each row).

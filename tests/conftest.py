@@ -1,9 +1,8 @@
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+
 os.environ.setdefault("LRA_DATA_DIR", str(ROOT / "runs" / "test-data"))
 # One persistent XLA compilation cache for the test session and the processes it starts:
 # tests that train the same smoke model (resume, sweeps, CLI) compile it once.

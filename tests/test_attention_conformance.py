@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from lra.configs import models
 
-from configs import models
 from lra import attention
 
 METHODS = attention.names()

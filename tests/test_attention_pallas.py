@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from lra.configs import models
+from lra.kernels import _common
 
-from configs import models
-from kernels import _common
 from lra import attention
 from lra.errors import LRAError
 

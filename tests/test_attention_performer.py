@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from lra.configs import models
 
-from configs import models
 from lra import attention
 from lra.attention.base import dense_attention
 from lra.attention.features import FEATURE_EPS

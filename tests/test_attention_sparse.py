@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from lra.kernels import _common
 
-from kernels import _common
 from lra import attention
 from lra.attention.base import AttentionConfig, dense_attention
 from lra.attention.blocksparse import band_layout, block_sparse_attention, compact_layout

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lra.configs import image as image_config
 
-from configs import image as image_config
 from lra import data
 from lra.data import image, store
 from lra.errors import LRAError

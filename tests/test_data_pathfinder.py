@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
+from lra.configs import pathfinder as pathfinder_config
+from lra.configs import pathx as pathx_config
 from PIL import Image
 
-from configs import pathfinder as pathfinder_config
-from configs import pathx as pathx_config
 from lra import data
 from lra.data import pathfinder, pathfinder_clean, pathfinder_draw, store
 from lra.errors import LRAError

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lra.configs import retrieval as retrieval_config
 
-from configs import retrieval as retrieval_config
 from lra import data
 from lra.data import retrieval, store
 from lra.errors import LRAError

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lra.configs import text as text_config
 
-from configs import text as text_config
 from lra import data
 from lra.data import store, text
 from lra.errors import LRAError

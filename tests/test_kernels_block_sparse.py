@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lra.kernels.block_sparse import block_sparse_attention, block_sparse_reference, transpose_lists
+from lra.kernels.flash import flash_reference
 from triton_lowering import triton_kernel_count
 
-from kernels.block_sparse import block_sparse_attention, block_sparse_reference, transpose_lists
-from kernels.flash import flash_reference
 from lra.attention import blocksparse
 
 B, L, H, D = 2, 40, 2, 16

@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lra.kernels import _common
+from lra.kernels.errors import KernelError
+from lra.kernels.flash import flash_attention, flash_reference
 from triton_lowering import triton_kernel_count
 
-from kernels import _common
-from kernels.flash import flash_attention, flash_reference
 from lra.attention.base import dense_attention
-from lra.errors import LRAError
 
 B, L, H, D = 3, 40, 2, 12          # L is not a multiple of the block, D is padded to 16
 LENGTHS = jnp.array([40, 23, 0])   # full, ragged, all padding
@@ -66,15 +66,15 @@ def test_dispatch_on_cpu():
     assert not _common.use_kernel("auto", interpret=False)
     np.testing.assert_array_equal(flash_attention(q, k, v, LENGTHS),
                                   flash_reference(q, k, v, LENGTHS))
-    with pytest.raises(LRAError, match="needs a GPU"):
+    with pytest.raises(KernelError, match="needs a GPU"):
         flash_attention(q, k, v, LENGTHS, impl="pallas")
-    with pytest.raises(LRAError, match="impl"):
+    with pytest.raises(KernelError, match="impl"):
         flash_attention(q, k, v, LENGTHS, impl="cuda")
 
 
 def test_tiles_must_be_powers_of_two():
     q, k, v, _ = qkv()
-    with pytest.raises(LRAError, match="block_q=48"):
+    with pytest.raises(KernelError, match="block_q=48"):
         flash_attention(q, k, v, LENGTHS, block_q=48, impl="pallas", interpret=True)
 
 

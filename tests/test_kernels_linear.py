@@ -5,9 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lra.kernels.linear import linear_attention, linear_reference
 from triton_lowering import triton_kernel_count
-
-from kernels.linear import linear_attention, linear_reference
 
 B, L, H, F, DV = 3, 40, 2, 12, 8     # L not a multiple of the chunk; F, Dv padded to 16
 LENGTHS = jnp.array([40, 21, 0])

@@ -5,10 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lra.kernels.flash import flash_reference
+from lra.kernels.topk import select, topk_attention, topk_reference
 from triton_lowering import triton_kernel_count
-
-from kernels.flash import flash_reference
-from kernels.topk import select, topk_attention, topk_reference
 
 B, L, H, D, TOP_K = 3, 40, 2, 12, 5
 LENGTHS = jnp.array([40, 19, 0])

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from lra.configs import listops as listops_config
 
-from configs import listops as listops_config
 from lra import data
 from lra.data import listops, store
 from lra.errors import LRAError

@@ -3,9 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from lra.configs import pathfinder as pathfinder_config
 
-from configs import pathfinder as pathfinder_config
 from lra.models import classifier
 
 

@@ -3,8 +3,8 @@ runs its paper defaults at every size, and every preset and bench variant names 
 constructor keywords."""
 
 import pytest
+from lra.configs import models
 
-from configs import models
 from lra import attention, config
 
 # mlpen/Nystromformer LRA/code/lra_config.py, written out by hand: per task the model and

@@ -53,8 +53,7 @@ def test_killed_sweep_resumes_and_skips_finished_runs(tmp_path):
     cmd = [sys.executable, "-m", "lra.cli", "sweep", "--tasks", "listops", "--models", "softmax",
            "--sizes", "smoke", "--seeds", "0,1", "--workdir", str(work),
            "--config.train.steps=200", "--config.train.eval_every=50"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     first = work / "listops/smoke/softmax/seed0/summary.json"
     second = work / "listops/smoke/softmax/seed1"
@@ -66,7 +65,7 @@ def test_killed_sweep_resumes_and_skips_finished_runs(tmp_path):
     assert first.exists() and not (second / "summary.json").exists()
     stamp = first.stat().st_mtime_ns
 
-    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "seed0: skip (ok)" in out.stdout and "2/2 runs ok" in out.stdout
     assert first.stat().st_mtime_ns == stamp
     assert json.loads((second / "summary.json").read_text())["status"] == "ok"

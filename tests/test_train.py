@@ -21,7 +21,7 @@ TIMING = {"elapsed_seconds"}
 
 
 def lra_cmd(*args, env=None):
-    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **(env or {})}
     return [sys.executable, "-m", "lra.cli", *args], env
 
 

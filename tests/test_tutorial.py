@@ -105,7 +105,7 @@ def test_documented_commands_parse():
 
 
 def test_plugin_outside_the_tree_via_lra_plugins(method_file):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(method_file)]),
+    env = {**os.environ, "PYTHONPATH": str(method_file),
            "LRA_PLUGINS": MODULE, "COLUMNS": "200"}
     out = subprocess.run([sys.executable, "-m", "lra.cli", "list"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)

@@ -6,8 +6,7 @@
 Every module in this package is imported on first use of the registry, so a new
 method file is picked up by `lra list`, the configs, the sweep, the report and
 the conformance tests without further code. Methods kept outside this package are
-imported from `$LRA_PLUGINS` (comma-separated module names) at the same moment, so
-every process (CLI, sweep runs, bench workers, tests) sees them.
+imported from `$LRA_PLUGINS` at the same moment (lra/plugins.py).
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import os
 import pkgutil
 from typing import Any
 
+from lra import plugins
 from lra.attention.base import AttentionConfig, MultiHeadAttention
 from lra.errors import LRAError
 
@@ -66,12 +65,7 @@ def _discover() -> None:
     for mod in pkgutil.iter_modules(__path__):
         if mod.name != "base":
             importlib.import_module(f"{__name__}.{mod.name}")
-    for name in filter(None, (m.strip() for m in os.environ.get("LRA_PLUGINS", "").split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise LRAError(f"LRA_PLUGINS: cannot import {name!r} ({e}); "
-                           "put its folder on PYTHONPATH") from None
+    plugins.load()
 
 
 def names() -> list[str]:

@@ -64,8 +64,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from kernels import _common
-from kernels.linear import linear_attention
 from lra.attention import register
 from lra.attention.base import (
     AttentionConfig,
@@ -76,6 +74,8 @@ from lra.attention.base import (
     use_pallas,
 )
 from lra.errors import LRAError
+from lra.kernels import _common
+from lra.kernels.linear import linear_attention
 
 FEATURE_MAPS = {"relu": jax.nn.relu, "elu+1": lambda x: jax.nn.elu(x) + 1.0, "softmax": None}
 ROUTERS = ("learned", "random")

@@ -46,8 +46,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kernels import _common
-from kernels.flash import flash_attention
 from lra.attention import register
 from lra.attention.base import AttentionConfig, MultiHeadAttention, pad_to_multiple, use_pallas
 from lra.attention.blocksparse import (
@@ -61,6 +59,8 @@ from lra.attention.blocksparse import (
     union_attention,
 )
 from lra.errors import LRAError
+from lra.kernels import _common
+from lra.kernels.flash import flash_attention
 
 
 class BlockLayout(nnx.Variable):

@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels import _common
-from kernels.block_sparse import block_sparse_attention as block_sparse_kernel
 from lra.attention.base import mask_value, pad_to_multiple
+from lra.kernels import _common
+from lra.kernels.block_sparse import block_sparse_attention as block_sparse_kernel
 
 
 def _matmul_batch(a, x):

@@ -8,10 +8,10 @@ it is the XLA reference. Both agree at every real token; the kernel reads the pa
 mask as lengths, which holds because masks are built from sequence lengths (a prefix).
 """
 
-from kernels import _common
-from kernels.flash import flash_attention
 from lra.attention import register
 from lra.attention.base import MultiHeadAttention, dense_attention, use_pallas
+from lra.kernels import _common
+from lra.kernels.flash import flash_attention
 
 
 @register("softmax", paper="Vaswani et al. 2017", complexity="O(n^2) time and memory")

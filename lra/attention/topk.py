@@ -30,8 +30,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from kernels import _common
-from kernels import topk as topk_kernel
 from lra.attention import register
 from lra.attention.base import (
     MultiHeadAttention,
@@ -40,6 +38,8 @@ from lra.attention.base import (
     pad_to_multiple,
     use_pallas,
 )
+from lra.kernels import _common
+from lra.kernels import topk as topk_kernel
 
 _gather = jax.vmap(jax.vmap(lambda x, idx: x[idx]))  # [B, H, L, D], [B, H, ...] -> [B, H, ..., D]
 

@@ -1,12 +1,19 @@
-"""Tasks and their data: one module per task, a common on-disk format (`store`).
+"""The task registry: one module per task, one decorator, a common on-disk format (`store`).
 
-Every task module defines:
+    @data.task("listops", column="ListOps", vocab_size=listops.VOCAB_SIZE)
+    def prepare(config, source: str, path: str | None): ...   # -> (splits, meta)
+
+The decorated module also defines
 
     NUM_CLASSES: int
     SOURCES: tuple[str, ...]                  # first is the default, e.g. ("generate", "release")
     def variant(config) -> str                # folder name of the prepared data for this config
-    def prepare(config, source: str, path: str | None) -> dict[str, dict[str, np.ndarray]], dict
-        # returns (splits, meta); `open_dataset`/`prepare` write them atomically
+
+and the task's config is `lra.configs.<name>` unless the decorator names another module
+(or the task module itself, `config=__name__`, as a task kept outside the package does).
+Every module of this package is imported on first use of the registry; modules outside it
+come from `$LRA_PLUGINS` (lra/plugins.py). `lra list`, the sweep, the bench and the report
+read the registry, so a new task needs no other change.
 
 `open_dataset(config)` returns the prepared folder, preparing generated data on
 first use and otherwise raising an `LRAError` with the exact prepare command.
@@ -14,25 +21,82 @@ first use and otherwise raising an `LRAError` with the exact prepare command.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
+import pkgutil
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
+from lra import plugins
 from lra.data import store
 from lra.errors import LRAError
 
 log = logging.getLogger(__name__)
 
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
-_MODULES = {"pathx": "pathfinder"}
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    module: ModuleType  # prepare / variant / SOURCES / NUM_CLASSES
+    config: str  # the config module (or .py file) of `--config NAME:...`
+    column: str  # the report's column header
+    vocab_size: int  # token ids are < vocab_size: the bench builds the task's model from it
+    dual: bool  # two sequences per example (Retrieval)
+    in_average: bool  # counted in the LRA average (Path-X is not, LRA Table 1)
+    order: int  # column position in tables (the LRA paper's order for its tasks)
+    metric: str = "accuracy"  # what the report's cells are: test accuracy of the best-val checkpoint
+
+    @property
+    def num_classes(self) -> int:
+        return self.module.NUM_CLASSES
 
 
-def task_module(task: str) -> ModuleType:
-    if task not in TASKS:
-        raise LRAError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    return importlib.import_module(f"lra.data.{_MODULES.get(task, task)}")
+_REGISTRY: dict[str, Task] = {}
+_discovered = False
+
+
+def task(name: str, *, column: str, vocab_size: int, config: str | None = None,
+         dual: bool = False, in_average: bool = True, order: int = 100):
+    """Decorator on a task module's `prepare`: registers the module as task `name`."""
+
+    def wrap(prepare):
+        module = sys.modules[prepare.__module__]
+        if name in _REGISTRY and _REGISTRY[name].module.__name__ != module.__name__:
+            raise ValueError(f"task {name!r} registered twice")
+        _REGISTRY[name] = Task(name, module, config or f"lra.configs.{name}", column, vocab_size,
+                               dual, in_average, order)
+        return prepare
+
+    return wrap
+
+
+def _discover() -> None:
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        for mod in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    plugins.load()
+
+
+def names() -> list[str]:
+    """Registered task names in table order."""
+    _discover()
+    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].order, n))
+
+
+def info(name: str) -> Task:
+    _discover()
+    if name not in _REGISTRY:
+        raise LRAError(f"unknown task {name!r}; valid: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def task_module(name: str) -> ModuleType:
+    return info(name).module
 
 
 def dataset_path(config) -> Path:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lra import data
 from lra.data import subsets, tfds_source
 from lra.errors import LRAError
 
@@ -65,6 +66,7 @@ def variant(config) -> str:
     return name + (f"-seed{d.seed}-n{'.'.join(map(str, counts))}" if any(counts) else "")
 
 
+@data.task("image", column="Image", vocab_size=VOCAB_SIZE, order=3)
 def prepare(config, source: str, path: str | None):
     if config.data.max_len != SEQ_LEN:
         raise LRAError(f"config.data.max_len={config.data.max_len!r}: image sequences are "

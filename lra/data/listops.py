@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lra import data
 from lra.data import subsets
 from lra.data.store import SPLITS
 from lra.errors import LRAError
@@ -370,6 +371,7 @@ def variant(config) -> str:
             f"{d.num_test}-depth{MAX_DEPTH}-args{MAX_ARGS}-seed{d.seed}-maxlen{d.max_len}")
 
 
+@data.task("listops", column="ListOps", vocab_size=len(VOCAB), order=0)
 def prepare(config, source: str, path: str | None):
     """(splits, meta) from the release files, or generated and round-tripped through the
     release format (written to a temporary folder, read back with `read_tsv`)."""

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lra import data
 from lra.data import pathfinder_draw
 from lra.errors import LRAError
 
@@ -83,6 +84,8 @@ def variant(config) -> str:
     return name
 
 
+@data.task("pathfinder", column="Pathfinder", vocab_size=VOCAB_SIZE, order=4)
+@data.task("pathx", column="Path-X", vocab_size=VOCAB_SIZE, in_average=False, order=5)
 def prepare(config, source: str, path: str | None):
     """(splits, meta) drawn by the generator or read from the release folder under `path`."""
     resolution, difficulty = settings(config)

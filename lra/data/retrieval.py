@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lra import data
 from lra.data import bytes_tokenizer, subsets
 from lra.errors import LRAError
 
@@ -57,6 +58,8 @@ def variant(config) -> str:
     return f"len{d.max_len}-seed{d.seed}-n{'.'.join(map(str, counts))}"
 
 
+@data.task("retrieval", column="Retrieval", vocab_size=bytes_tokenizer.VOCAB_SIZE, dual=True,
+           order=2)
 def prepare(config, source: str, path: str | None):
     max_len = config.data.max_len
     if not isinstance(max_len, int) or max_len < 1:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lra import data
 from lra.data import bytes_tokenizer, subsets, tfds_source
 from lra.errors import LRAError
 
@@ -56,6 +57,7 @@ def variant(config) -> str:
     return name + (f"-n{'.'.join(map(str, counts))}" if any(counts) else "")
 
 
+@data.task("text", column="Text", vocab_size=bytes_tokenizer.VOCAB_SIZE, order=1)
 def prepare(config, source: str, path: str | None):
     max_len, fraction = _checked(config)
     reviews = _read_tfds(path) if source == "tfds" else _read_archive(_locate(config, path))
