@@ -16,10 +16,37 @@ from lra.errors import LRAError
 
 SIZES = ("smoke", "cpu", "nystrom", "lra")
 
+# The smoke and cpu sizes' model and training, which the tasks adjust.
+SMOKE_MODEL = dict(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2)
+SMOKE_TRAIN = dict(batch_size=16, steps=20, lr=1e-3, schedule="constant", warmup_steps=0,
+                   eval_every=10, log_every=5)
+CPU_MODEL = dict(num_layers=2, emb_dim=64, mlp_dim=128, num_heads=2, dropout=0.1,
+                 attention_dropout=0.1)
+CPU_TRAIN = dict(batch_size=32, steps=1500, lr=1e-3, schedule="cosine", warmup_steps=100,
+                 weight_decay=0.01, eval_every=250)
+
+# size=lra training of ListOps, Text and Retrieval in the LRA code: batch 32, lr 0.05 with
+# linear warmup then rsqrt decay, weight decay 0.1 (ListOps' steps and warmup; the others
+# change them).
+LRA_TRAIN = dict(batch_size=32, steps=5000, lr=0.05, schedule="rsqrt", warmup_steps=1000,
+                 weight_decay=0.1, eval_every=500)
+
 NYSTROM_MODEL = dict(num_layers=2, emb_dim=64, mlp_dim=128, num_heads=2, pooling="mean")
 # The Nystromformer LRA code (lra_config.py): AdamW 1e-4, warmup 1000, linear decay.
 NYSTROM_TRAIN = dict(batch_size=32, steps=5000, lr=1e-4, schedule="linear", warmup_steps=1000,
                      weight_decay=0.0)
+
+
+def smoke(**data) -> dict:
+    """A task's size=smoke: SMOKE_MODEL and SMOKE_TRAIN on the task's `data` values."""
+    return dict(data=data, model=SMOKE_MODEL, train=SMOKE_TRAIN)
+
+
+def nystrom(max_len: int | None = None, **train) -> dict:
+    """A task's size=nystrom: NYSTROM_MODEL, and NYSTROM_TRAIN with the task's `train` values;
+    `max_len` when the protocol's sequence length is not the task's default."""
+    data = {} if max_len is None else {"max_len": max_len}
+    return dict(data=data, model=NYSTROM_MODEL, train=dict(NYSTROM_TRAIN, **train))
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -47,6 +74,10 @@ def base_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     c.data.source = "generate"
     c.data.path = ""
     c.data.max_len = 512
+    c.data.num_train = 0  # seeded subsample of each split; 0 = all of it
+    c.data.num_val = 0
+    c.data.num_test = 0
+    c.data.seed = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.attention = args["model"]

@@ -19,25 +19,13 @@ size=smoke 256/64/64 images. Sequences are always 1024 pixels.
 from lra.configs import common
 
 SIZES = {
-    "smoke": dict(
-        data=dict(num_train=256, num_val=64, num_test=64),
-        model=dict(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2),
-        train=dict(batch_size=16, steps=20, lr=1e-3, schedule="constant", warmup_steps=0,
-                   eval_every=10, log_every=5),
-    ),
+    "smoke": common.smoke(num_train=256, num_val=64, num_test=64),
     "cpu": dict(
         data=dict(num_val=1000, num_test=2000),
-        model=dict(num_layers=2, emb_dim=64, mlp_dim=128, num_heads=2, dropout=0.1,
-                   attention_dropout=0.1),
-        train=dict(batch_size=32, steps=1500, lr=1e-3, schedule="cosine", warmup_steps=100,
-                   weight_decay=0.01, eval_every=250),
+        model=common.CPU_MODEL,
+        train=common.CPU_TRAIN,
     ),
-    "nystrom": dict(
-        data=dict(),
-        model=common.NYSTROM_MODEL,
-        train=dict(common.NYSTROM_TRAIN, batch_size=256, steps=35_000, warmup_steps=175,
-                   eval_every=175),
-    ),
+    "nystrom": common.nystrom(batch_size=256, steps=35_000, warmup_steps=175, eval_every=175),
     "lra": dict(
         data=dict(),
         model=dict(num_layers=1, emb_dim=128, mlp_dim=128, num_heads=8, pooling="cls",
@@ -53,8 +41,4 @@ def get_config(arg: str | None = None):
     c.data.source = "archive"  # archive | tfds
     c.data.max_len = 1024  # 32 x 32 pixels, fixed
     c.data.val_fraction = 0.1  # validation = train[90%:], as in the LRA code
-    c.data.num_train = 0  # seeded subsample of each split; 0 = all of it
-    c.data.num_val = 0
-    c.data.num_test = 0
-    c.data.seed = 0
     return common.finish(c, SIZES)

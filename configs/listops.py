@@ -9,31 +9,19 @@ that a few methods train on two CPU cores in about a minute each (`make demo`).
 from lra.configs import common
 
 SIZES = {
-    "smoke": dict(
-        data=dict(max_len=64, min_length=10, max_length=60, num_train=256, num_val=64,
-                  num_test=64),
-        model=dict(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2),
-        train=dict(batch_size=16, steps=20, lr=1e-3, schedule="constant", warmup_steps=0,
-                   eval_every=10, log_every=5),
-    ),
+    "smoke": common.smoke(max_len=64, min_length=10, max_length=60, num_train=256, num_val=64,
+                          num_test=64),
     "cpu": dict(
         data=dict(max_len=128, min_length=20, max_length=120, num_train=20_000, num_val=1000,
                   num_test=1000),
-        model=dict(num_layers=2, emb_dim=64, mlp_dim=128, num_heads=2, dropout=0.1,
-                   attention_dropout=0.1),
-        train=dict(batch_size=32, steps=400, lr=1e-3, schedule="cosine", warmup_steps=40,
-                   weight_decay=0.01, eval_every=100),
+        model=common.CPU_MODEL,
+        train=dict(common.CPU_TRAIN, steps=400, warmup_steps=40, eval_every=100),
     ),
-    "nystrom": dict(
-        data=dict(max_len=2000),
-        model=common.NYSTROM_MODEL,
-        train=dict(common.NYSTROM_TRAIN, eval_every=500),
-    ),
+    "nystrom": common.nystrom(max_len=2000, eval_every=500),
     "lra": dict(
         data=dict(max_len=2000),
         model=dict(num_layers=4, emb_dim=512, mlp_dim=1024, num_heads=8, pooling="cls"),
-        train=dict(batch_size=32, steps=5000, lr=0.05, schedule="rsqrt", warmup_steps=1000,
-                   weight_decay=0.1, eval_every=500),
+        train=common.LRA_TRAIN,
     ),
 }
 
@@ -45,5 +33,4 @@ def get_config(arg: str | None = None):
     c.data.num_train = 96_000
     c.data.num_val = 2000
     c.data.num_test = 2000
-    c.data.seed = 0
     return common.finish(c, SIZES)

@@ -23,25 +23,14 @@ small model (2 layers, emb 32) on two CPU cores; size=smoke likewise with 64/32/
 from lra.configs import common
 
 SIZES = {
-    "smoke": dict(
-        data=dict(difficulty="easy", num_train=64, num_val=32, num_test=32),
-        model=dict(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2, pooling="mean"),
-        train=dict(batch_size=16, steps=20, lr=1e-3, schedule="constant", warmup_steps=0,
-                   eval_every=10, log_every=5),
-    ),
+    "smoke": dict(common.smoke(difficulty="easy", num_train=64, num_val=32, num_test=32),
+                  model=dict(common.SMOKE_MODEL, pooling="mean")),
     "cpu": dict(
         data=dict(difficulty="easy", num_train=20_000, num_val=1000, num_test=1000),
-        model=dict(num_layers=2, emb_dim=32, mlp_dim=64, num_heads=2, pooling="mean",
-                   dropout=0.1, attention_dropout=0.1),
-        train=dict(batch_size=32, steps=2000, lr=1e-3, schedule="cosine", warmup_steps=200,
-                   weight_decay=0.0, eval_every=250),
+        model=dict(common.CPU_MODEL, emb_dim=32, mlp_dim=64, pooling="mean"),
+        train=dict(common.CPU_TRAIN, steps=2000, warmup_steps=200, weight_decay=0.0),
     ),
-    "nystrom": dict(
-        data=dict(),
-        model=common.NYSTROM_MODEL,
-        train=dict(common.NYSTROM_TRAIN, batch_size=256, steps=62_400, warmup_steps=312,
-                   eval_every=312),
-    ),
+    "nystrom": common.nystrom(batch_size=256, steps=62_400, warmup_steps=312, eval_every=312),
     "lra": dict(
         data=dict(),
         model=dict(num_layers=4, emb_dim=32, mlp_dim=32, num_heads=4, pooling="mean",
@@ -53,14 +42,18 @@ SIZES = {
 
 
 def get_config(arg: str | None = None):
-    c = common.base_config("pathfinder", arg)
-    c.data.resolution = 32  # 32 | 64 | 128 | 256 pixels a side
+    return common.finish(data_config(common.base_config("pathfinder", arg), 32), SIZES)
+
+
+def data_config(c, resolution: int):
+    """The data fields of Pathfinder (and Path-X) at `resolution` pixels a side."""
+    c.data.resolution = resolution  # 32 | 64 | 128 | 256 pixels a side
     c.data.difficulty = "hard"  # easy (6 paddles) | intermediate (9) | hard (14)
-    c.data.max_len = 1024  # resolution ** 2
+    c.data.max_len = resolution**2
     c.data.num_train = 160_000  # generated images; the release is used whole
     c.data.num_val = 20_000
     c.data.num_test = 20_000
     c.data.style = "lra"  # generator only: lra (as the LRA release drew them) | clean (harder)
     c.data.distractor_paddles = None  # generator only; None = the LRA value of the resolution
     c.data.seed = 0  # generator seed, or the release's shuffle before its 80/10/10 split
-    return common.finish(c, SIZES)
+    return c

@@ -20,30 +20,18 @@ size=cpu keeps 1024 bytes per document and a seeded 20,000/1000/2000 pairs; size
 from lra.configs import common
 
 SIZES = {
-    "smoke": dict(
-        data=dict(max_len=128, num_train=256, num_val=64, num_test=64),
-        model=dict(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2),
-        train=dict(batch_size=16, steps=20, lr=1e-3, schedule="constant", warmup_steps=0,
-                   eval_every=10, log_every=5),
-    ),
+    "smoke": common.smoke(max_len=128, num_train=256, num_val=64, num_test=64),
     "cpu": dict(
         data=dict(max_len=1024, num_train=20_000, num_val=1000, num_test=2000),
-        model=dict(num_layers=2, emb_dim=64, mlp_dim=128, num_heads=2, dropout=0.1,
-                   attention_dropout=0.1),
-        train=dict(batch_size=32, steps=1500, lr=1e-3, schedule="cosine", warmup_steps=100,
-                   weight_decay=0.01, eval_every=250),
+        model=common.CPU_MODEL,
+        train=common.CPU_TRAIN,
     ),
-    "nystrom": dict(
-        data=dict(max_len=4000),
-        model=common.NYSTROM_MODEL,
-        train=dict(common.NYSTROM_TRAIN, steps=30_000, warmup_steps=800, eval_every=300),
-    ),
+    "nystrom": common.nystrom(max_len=4000, steps=30_000, warmup_steps=800, eval_every=300),
     "lra": dict(
         data=dict(max_len=4000),
         model=dict(num_layers=4, emb_dim=128, mlp_dim=512, num_heads=4, pooling="cls",
                    pos_emb="sinusoidal", dropout=0.1, attention_dropout=0.1),
-        train=dict(batch_size=32, steps=5000, lr=0.05, schedule="rsqrt", warmup_steps=8000,
-                   weight_decay=0.1, eval_every=500),
+        train=dict(common.LRA_TRAIN, warmup_steps=8000),
     ),
 }
 
@@ -52,8 +40,4 @@ def get_config(arg: str | None = None):
     c = common.base_config("retrieval", arg)
     c.data.source = "release"
     c.data.max_len = 4000  # bytes per document
-    c.data.num_train = 0  # seeded subsample of each split; 0 = all of it
-    c.data.num_val = 0
-    c.data.num_test = 0
-    c.data.seed = 0
     return common.finish(c, SIZES)

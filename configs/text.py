@@ -22,30 +22,18 @@ softmax model was still at 50.8% validation accuracy after 750 steps on two core
 from lra.configs import common
 
 SIZES = {
-    "smoke": dict(
-        data=dict(max_len=128, num_train=256, num_val=64, num_test=64),
-        model=dict(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2),
-        train=dict(batch_size=16, steps=20, lr=1e-3, schedule="constant", warmup_steps=0,
-                   eval_every=10, log_every=5),
-    ),
+    "smoke": common.smoke(max_len=128, num_train=256, num_val=64, num_test=64),
     "cpu": dict(
         data=dict(max_len=512, num_val=1000, num_test=2000),
-        model=dict(num_layers=2, emb_dim=64, mlp_dim=128, num_heads=2, dropout=0.1,
-                   attention_dropout=0.1, pooling="mean"),
-        train=dict(batch_size=32, steps=1000, lr=1e-3, schedule="cosine", warmup_steps=100,
-                   weight_decay=0.01, eval_every=250),
+        model=dict(common.CPU_MODEL, pooling="mean"),
+        train=dict(common.CPU_TRAIN, steps=1000),
     ),
-    "nystrom": dict(
-        data=dict(max_len=4000),
-        model=common.NYSTROM_MODEL,
-        train=dict(common.NYSTROM_TRAIN, steps=20_000, warmup_steps=8000, eval_every=500),
-    ),
+    "nystrom": common.nystrom(max_len=4000, steps=20_000, warmup_steps=8000, eval_every=500),
     "lra": dict(
         data=dict(max_len=1000),
         model=dict(num_layers=4, emb_dim=256, mlp_dim=1024, num_heads=4, pooling="cls",
                    pos_emb="sinusoidal", dropout=0.1, attention_dropout=0.1),
-        train=dict(batch_size=32, steps=20_000, lr=0.05, schedule="rsqrt", warmup_steps=8000,
-                   weight_decay=0.1, eval_every=500),
+        train=dict(common.LRA_TRAIN, steps=20_000, warmup_steps=8000),
     ),
 }
 
@@ -56,8 +44,4 @@ def get_config(arg: str | None = None):
     c.data.max_len = 1000
     c.data.val_fraction = 0.1  # validation = this seeded fraction of train
     c.data.val_from_test = False  # True: the LRA code's protocol, validation = test
-    c.data.num_train = 0  # seeded subsample of each split; 0 = all of it
-    c.data.num_val = 0
-    c.data.num_test = 0
-    c.data.seed = 0
     return common.finish(c, SIZES)

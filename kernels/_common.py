@@ -1,4 +1,5 @@
-"""Helpers shared by the ops: dispatch, padding to kernel tiles, masks and in-kernel matmuls.
+"""Helpers shared by the ops: dispatch, padding to kernel tiles, masks, in-kernel matmuls and
+the FlashAttention-2 loops of the flash and block-sparse kernels.
 
 Triton tiles must have power-of-two sizes and its matmuls need every side >= 16, so the
 wrappers pad the sequence to a multiple of the block and the feature axes to a power of
@@ -126,6 +127,99 @@ def softmax_rows(s, allowed):
     safe = jnp.where(total > 0, total, 1.0)
     lse = jnp.where(total > 0, m + jnp.log(safe), 0.0)
     return e / safe, lse[..., 0]
+
+
+def visible(q_pos, k_pos, length, causal: bool, window: int | None = None):
+    """bool[..., Lq, Lk]: key j is visible to query i iff k_pos[j] < length, and also
+    k_pos[j] <= q_pos[i] when causal and |q_pos[i] - k_pos[j]| < window when one is given."""
+    allowed = k_pos[None, :] < length
+    if causal:
+        allowed = allowed & (k_pos[None, :] <= q_pos[:, None])
+    if window is not None:
+        allowed = allowed & (jnp.abs(q_pos[:, None] - k_pos[None, :]) < window)
+    return allowed
+
+
+def online_softmax(q, num_blocks, key_block, scale: float):
+    """One query block's attention over key blocks 0 <= j < num_blocks, by FlashAttention-2's
+    online softmax (Dao 2023, Algorithm 1): the running max m, running sum l and unnormalised
+    output are rescaled by exp(m_old - m_new) at each block.
+
+    key_block(j) -> (k, v, allowed). Returns (out float32, lse); a row with no allowed key
+    gets zeros and lse 0.
+    """
+    def body(j, carry):
+        acc, m, l = carry
+        k, v, allowed = key_block(j)
+        s = jnp.where(allowed, mm_t(q, k) * scale, NEG)
+        m_new = jnp.maximum(m, jnp.max(s, axis=1))
+        p = jnp.where(allowed, jnp.exp(s - m_new[:, None]), 0.0)
+        rescale = jnp.exp(m - m_new)
+        l = rescale * l + jnp.sum(p, axis=1)
+        acc = rescale[:, None] * acc + mm(p.astype(v.dtype), v)
+        return acc, m_new, l
+
+    rows = q.shape[0]
+    init = (jnp.zeros(q.shape, jnp.float32), jnp.full((rows,), NEG, jnp.float32),
+            jnp.zeros((rows,), jnp.float32))
+    acc, m, l = lax.fori_loop(0, num_blocks, body, init)
+    safe = jnp.where(l > 0, l, 1.0)
+    return acc / safe[:, None], jnp.where(l > 0, m + jnp.log(safe), 0.0)
+
+
+def _grad_scores(q, k, v, do, lse, delta, allowed, scale: float):
+    """Probabilities p (recomputed from the logsumexp) and score gradients ds of one
+    (query block, key block) pair: FlashAttention-2's Algorithm 2, with delta = rowsum(dO * O)."""
+    p = jnp.where(allowed, jnp.exp(mm_t(q, k) * scale - lse[:, None]), 0.0)
+    return p, p * (mm_t(do, v) - delta[:, None])
+
+
+def online_softmax_dq(q, do, lse, delta, num_blocks, key_block, scale: float):
+    """dQ (float32) of one query block over key blocks 0 <= j < num_blocks;
+    key_block(j) -> (k, v, allowed) as in `online_softmax`."""
+    def body(j, dq):
+        k, v, allowed = key_block(j)
+        _, ds = _grad_scores(q, k, v, do, lse, delta, allowed, scale)
+        return dq + mm(ds.astype(k.dtype), k)
+
+    return lax.fori_loop(0, num_blocks, body, jnp.zeros(q.shape, jnp.float32)) * scale
+
+
+def online_softmax_dkv(k, v, first, last, query_block, scale: float):
+    """dK, dV (float32) of one key block over query blocks first <= i < last;
+    query_block(i) -> (q, do, lse, delta, allowed)."""
+    def body(i, carry):
+        dk, dv = carry
+        q, do, lse, delta, allowed = query_block(i)
+        p, ds = _grad_scores(q, k, v, do, lse, delta, allowed, scale)
+        return dk + t_mm(ds.astype(q.dtype), q), dv + t_mm(p.astype(do.dtype), do)
+
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    dk, dv = lax.fori_loop(first, last, body, (zeros, zeros))
+    return dk * scale, dv
+
+
+def custom_vjp(forward, backward):
+    """The op `op(cfg, *inputs) = forward(*inputs, cfg)[0]` with the gradient of
+    `backward(*inputs, *outputs, do, cfg)`, where `outputs` is all that `forward` returned
+    (the output, then what the backward pass needs). `backward` returns the gradients of
+    the first inputs (q, k, v); the others get none."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def op(cfg, *inputs):
+        return forward(*inputs, cfg)[0]
+
+    def fwd(cfg, *inputs):
+        outputs = forward(*inputs, cfg)
+        return outputs[0], (inputs, outputs)
+
+    def bwd(cfg, residuals, do):
+        inputs, outputs = residuals
+        grads = backward(*inputs, *outputs, do, cfg)
+        return (*grads, *[None] * (len(inputs) - len(grads)))
+
+    op.defvjp(fwd, bwd)
+    return op
 
 
 def pallas_call(kernel, cfg, grid, in_specs, out_specs, out_shape, name):

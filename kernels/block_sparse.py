@@ -76,7 +76,7 @@ def block_sparse_attention(q, k, v, block_idx, block_count, lengths=None, *, blo
     q, k, v = (_to_tiles(C.pad_axis(x, 3, dp), 1, block_size, tile) for x in (q, k, v))
     positions = _to_tiles(positions, 2, block_size, tile, fill=_FAKE)
     cfg = _Config(causal, window, scale, tile, interpret, num_warps=4 if dp <= 64 else 8)
-    out = _block_sparse(q, k, v, block_idx, block_count, lengths, positions, cfg)
+    out = _block_sparse(cfg, q, k, v, block_idx, block_count, lengths, positions)
     return _from_tiles(out, 1, block_size, tile)[:, :length, :, :d]
 
 
@@ -187,83 +187,45 @@ class _Config:
     num_stages: int = 2
 
 
-def _visible(q_pos, k_pos, length, cfg: _Config):
-    allowed = k_pos[None, :] < length
-    if cfg.causal:
-        allowed = allowed & (k_pos[None, :] <= q_pos[:, None])
-    if cfg.window is not None:
-        allowed = allowed & (jnp.abs(q_pos[:, None] - k_pos[None, :]) < cfg.window)
-    return allowed
+def _key_block(idx_ref, pos_ref, k_ref, v_ref, q_pos, length, cfg: _Config, j):
+    """The j-th listed key block: (k, v, which keys each query sees)."""
+    kb = idx_ref[j]                        # -1: a skipped slot
+    rows = pl.ds(jnp.maximum(kb, 0) * cfg.block, cfg.block)
+    allowed = C.visible(q_pos, pos_ref[rows], length, cfg.causal, cfg.window) & (kb >= 0)
+    return k_ref[rows, :], v_ref[rows, :], allowed
 
 
 def _fwd_kernel(len_ref, idx_ref, cnt_ref, qpos_ref, pos_ref, q_ref, k_ref, v_ref, o_ref, lse_ref,
                 *, cfg: _Config):
-    bs = cfg.block
-    length = len_ref[()]
-    q, q_pos = q_ref[...], qpos_ref[...]
-
-    def body(j, carry):
-        acc, m, l = carry
-        kb = idx_ref[j]                        # -1: a skipped slot
-        rows = pl.ds(jnp.maximum(kb, 0) * bs, bs)
-        k, v = k_ref[rows, :], v_ref[rows, :]
-        allowed = _visible(q_pos, pos_ref[rows], length, cfg) & (kb >= 0)
-        s = jnp.where(allowed, C.mm_t(q, k) * cfg.scale, C.NEG)
-        m_new = jnp.maximum(m, jnp.max(s, axis=1))
-        p = jnp.where(allowed, jnp.exp(s - m_new[:, None]), 0.0)
-        rescale = jnp.exp(m - m_new)
-        l = rescale * l + jnp.sum(p, axis=1)
-        acc = rescale[:, None] * acc + C.mm(p.astype(v.dtype), v)
-        return acc, m_new, l
-
-    init = (jnp.zeros(q.shape, jnp.float32), jnp.full((bs,), C.NEG, jnp.float32),
-            jnp.zeros((bs,), jnp.float32))
-    acc, m, l = lax.fori_loop(0, cnt_ref[()], body, init)
-    safe = jnp.where(l > 0, l, 1.0)
-    o_ref[...] = (acc / safe[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(l > 0, m + jnp.log(safe), 0.0)
+    key_block = functools.partial(_key_block, idx_ref, pos_ref, k_ref, v_ref, qpos_ref[...],
+                                  len_ref[()], cfg)
+    o, lse = C.online_softmax(q_ref[...], cnt_ref[()], key_block, cfg.scale)
+    o_ref[...] = o.astype(o_ref.dtype)
+    lse_ref[...] = lse
 
 
 def _dq_kernel(len_ref, idx_ref, cnt_ref, qpos_ref, pos_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
                delta_ref, dq_ref, *, cfg: _Config):
-    bs = cfg.block
-    length = len_ref[()]
-    q, q_pos, do = q_ref[...], qpos_ref[...], do_ref[...]
-    lse, delta = lse_ref[...], delta_ref[...]
-
-    def body(j, dq):
-        kb = idx_ref[j]                        # -1: a skipped slot
-        rows = pl.ds(jnp.maximum(kb, 0) * bs, bs)
-        k, v = k_ref[rows, :], v_ref[rows, :]
-        allowed = _visible(q_pos, pos_ref[rows], length, cfg) & (kb >= 0)
-        p = jnp.where(allowed, jnp.exp(C.mm_t(q, k) * cfg.scale - lse[:, None]), 0.0)
-        ds = p * (C.mm_t(do, v) - delta[:, None])
-        return dq + C.mm(ds.astype(k.dtype), k)
-
-    dq = lax.fori_loop(0, cnt_ref[()], body, jnp.zeros(q.shape, jnp.float32))
-    dq_ref[...] = (dq * cfg.scale).astype(dq_ref.dtype)
+    key_block = functools.partial(_key_block, idx_ref, pos_ref, k_ref, v_ref, qpos_ref[...],
+                                  len_ref[()], cfg)
+    dq = C.online_softmax_dq(q_ref[...], do_ref[...], lse_ref[...], delta_ref[...], cnt_ref[()],
+                             key_block, cfg.scale)
+    dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
 def _dkv_kernel(len_ref, idx_ref, cnt_ref, kpos_ref, pos_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
                 delta_ref, dk_ref, dv_ref, *, cfg: _Config):
     bs = cfg.block
     length = len_ref[()]
-    k, v, k_pos = k_ref[...], v_ref[...], kpos_ref[...]
+    k_pos = kpos_ref[...]
 
-    def body(j, carry):
-        dk, dv = carry
+    def query_block(j):
         rows = pl.ds(idx_ref[j] * bs, bs)
-        q, do = q_ref[rows, :], do_ref[rows, :]
-        lse, delta = lse_ref[rows], delta_ref[rows]
-        allowed = _visible(pos_ref[rows], k_pos, length, cfg)
-        p = jnp.where(allowed, jnp.exp(C.mm_t(q, k) * cfg.scale - lse[:, None]), 0.0)
-        dv = dv + C.t_mm(p.astype(do.dtype), do)
-        ds = p * (C.mm_t(do, v) - delta[:, None])
-        return dk + C.t_mm(ds.astype(q.dtype), q), dv
+        allowed = C.visible(pos_ref[rows], k_pos, length, cfg.causal, cfg.window)
+        return q_ref[rows, :], do_ref[rows, :], lse_ref[rows], delta_ref[rows], allowed
 
-    zeros = jnp.zeros(k.shape, jnp.float32)
-    dk, dv = lax.fori_loop(0, cnt_ref[()], body, (zeros, zeros))
-    dk_ref[...] = (dk * cfg.scale).astype(dk_ref.dtype)
+    dk, dv = C.online_softmax_dkv(k_ref[...], v_ref[...], 0, cnt_ref[()], query_block, cfg.scale)
+    dk_ref[...] = dk.astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
@@ -331,20 +293,4 @@ def _backward(q, k, v, block_idx, block_count, lengths, positions, o, lse, do, c
     return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _block_sparse(q, k, v, block_idx, block_count, lengths, positions, cfg: _Config):
-    return _forward(q, k, v, block_idx, block_count, lengths, positions, cfg)[0]
-
-
-def _block_sparse_fwd(q, k, v, block_idx, block_count, lengths, positions, cfg: _Config):
-    o, lse = _forward(q, k, v, block_idx, block_count, lengths, positions, cfg)
-    return o, (q, k, v, block_idx, block_count, lengths, positions, o, lse)
-
-
-def _block_sparse_bwd(cfg: _Config, residuals, do):
-    q, k, v, block_idx, block_count, lengths, positions, o, lse = residuals
-    dq, dk, dv = _backward(q, k, v, block_idx, block_count, lengths, positions, o, lse, do, cfg)
-    return dq, dk, dv, None, None, None, None
-
-
-_block_sparse.defvjp(_block_sparse_fwd, _block_sparse_bwd)
+_block_sparse = C.custom_vjp(_forward, _backward)

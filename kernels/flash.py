@@ -25,7 +25,6 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from lra.kernels import _common as C
-from lra.kernels._compat import compiler_params
 
 
 def flash_attention(q, k, v, lengths=None, *, causal: bool = False, scale: float | None = None,
@@ -53,7 +52,7 @@ def flash_attention(q, k, v, lengths=None, *, causal: bool = False, scale: float
     kp = C.pad_axis(C.pad_axis(k, 3, dp), 1, C.round_up(lk, bk))
     vp = C.pad_axis(C.pad_axis(v, 3, dp), 1, C.round_up(lk, bk))
     cfg = _Config(causal, scale, bq, bk, interpret, num_warps=4 if dp <= 64 else 8)
-    return _flash(qp, kp, vp, lengths, cfg)[:, :lq, :, :d]
+    return _flash(cfg, qp, kp, vp, lengths)[:, :lq, :, :d]
 
 
 def flash_reference(q, k, v, lengths, *, causal: bool = False, scale: float | None = None):
@@ -61,8 +60,8 @@ def flash_reference(q, k, v, lengths, *, causal: bool = False, scale: float | No
     scale = C.default_scale(q.shape[-1], scale)
     lengths = C.full_lengths(lengths, k.shape[0], k.shape[1])
     s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    allowed = _visible(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]), lengths[:, None, None, None],
-                       causal)
+    allowed = C.visible(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]),
+                        lengths[:, None, None, None], causal)
     p, _ = C.softmax_rows(s, allowed)
     return jnp.einsum("bhqk,bkhd->bqhd", p, v.astype(jnp.float32)).astype(q.dtype)
 
@@ -78,14 +77,6 @@ class _Config:
     num_stages: int = 2
 
 
-def _visible(q_pos, k_pos, length, causal: bool):
-    """bool[..., Lq, Lk]: key j is visible to query i."""
-    allowed = k_pos[None, :] < length
-    if causal:
-        allowed = allowed & (k_pos[None, :] <= q_pos[:, None])
-    return allowed
-
-
 def _key_blocks(qi, length, cfg: _Config):
     """Number of key blocks query block `qi` has to visit."""
     n = C.cdiv(length, cfg.block_k)
@@ -94,52 +85,36 @@ def _key_blocks(qi, length, cfg: _Config):
     return n
 
 
+def _key_block(k_ref, v_ref, q_pos, length, cfg: _Config, j):
+    """Key block j: (k, v, which keys each query sees)."""
+    bk = cfg.block_k
+    rows = pl.ds(j * bk, bk)
+    return k_ref[rows, :], v_ref[rows, :], C.visible(q_pos, j * bk + jnp.arange(bk), length,
+                                                     cfg.causal)
+
+
 def _fwd_kernel(len_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, cfg: _Config):
-    bq, bk = cfg.block_q, cfg.block_k
+    bq = cfg.block_q
     qi = pl.program_id(2)
     length = len_ref[()]
-    q = q_ref[...]
     q_pos = qi * bq + jnp.arange(bq)
-
-    def body(j, carry):
-        acc, m, l = carry
-        k = k_ref[pl.ds(j * bk, bk), :]
-        v = v_ref[pl.ds(j * bk, bk), :]
-        allowed = _visible(q_pos, j * bk + jnp.arange(bk), length, cfg.causal)
-        s = jnp.where(allowed, C.mm_t(q, k) * cfg.scale, C.NEG)
-        m_new = jnp.maximum(m, jnp.max(s, axis=1))
-        p = jnp.where(allowed, jnp.exp(s - m_new[:, None]), 0.0)
-        rescale = jnp.exp(m - m_new)
-        l = rescale * l + jnp.sum(p, axis=1)
-        acc = rescale[:, None] * acc + C.mm(p.astype(v.dtype), v)
-        return acc, m_new, l
-
-    init = (jnp.zeros(q.shape, jnp.float32), jnp.full((bq,), C.NEG, jnp.float32),
-            jnp.zeros((bq,), jnp.float32))
-    acc, m, l = lax.fori_loop(0, _key_blocks(qi, length, cfg), body, init)
-    safe = jnp.where(l > 0, l, 1.0)
-    o_ref[...] = (acc / safe[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(l > 0, m + jnp.log(safe), 0.0)
+    o, lse = C.online_softmax(q_ref[...], _key_blocks(qi, length, cfg),
+                              functools.partial(_key_block, k_ref, v_ref, q_pos, length, cfg),
+                              cfg.scale)
+    o_ref[...] = o.astype(o_ref.dtype)
+    lse_ref[...] = lse
 
 
 def _dq_kernel(len_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, *, cfg: _Config):
-    bq, bk = cfg.block_q, cfg.block_k
+    bq = cfg.block_q
     qi = pl.program_id(2)
     length = len_ref[()]
-    q, do = q_ref[...], do_ref[...]
-    lse, delta = lse_ref[...], delta_ref[...]
     q_pos = qi * bq + jnp.arange(bq)
-
-    def body(j, dq):
-        k = k_ref[pl.ds(j * bk, bk), :]
-        v = v_ref[pl.ds(j * bk, bk), :]
-        allowed = _visible(q_pos, j * bk + jnp.arange(bk), length, cfg.causal)
-        p = jnp.where(allowed, jnp.exp(C.mm_t(q, k) * cfg.scale - lse[:, None]), 0.0)
-        ds = p * (C.mm_t(do, v) - delta[:, None])
-        return dq + C.mm(ds.astype(k.dtype), k)
-
-    dq = lax.fori_loop(0, _key_blocks(qi, length, cfg), body, jnp.zeros(q.shape, jnp.float32))
-    dq_ref[...] = (dq * cfg.scale).astype(dq_ref.dtype)
+    dq = C.online_softmax_dq(q_ref[...], do_ref[...], lse_ref[...], delta_ref[...],
+                             _key_blocks(qi, length, cfg),
+                             functools.partial(_key_block, k_ref, v_ref, q_pos, length, cfg),
+                             cfg.scale)
+    dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
 def _dkv_kernel(len_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *,
@@ -147,7 +122,6 @@ def _dkv_kernel(len_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref
     bq, bk = cfg.block_q, cfg.block_k
     kj = pl.program_id(2)
     length = len_ref[()]
-    k, v = k_ref[...], v_ref[...]
     k_pos = kj * bk + jnp.arange(bk)
     n_q = q_ref.shape[0] // bq
     first = lax.div(kj * bk, bq) if cfg.causal else 0
@@ -156,21 +130,13 @@ def _dkv_kernel(len_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref
     # bounds two integer types, which its scf.for rejects.
     last = jnp.where(kj * bk < length, jnp.int32(n_q), first)
 
-    def body(i, carry):
-        dk, dv = carry
+    def query_block(i):
         rows = pl.ds(i * bq, bq)
-        q, do = q_ref[rows, :], do_ref[rows, :]
-        lse, delta = lse_ref[rows], delta_ref[rows]
-        allowed = _visible(i * bq + jnp.arange(bq), k_pos, length, cfg.causal)
-        p = jnp.where(allowed, jnp.exp(C.mm_t(q, k) * cfg.scale - lse[:, None]), 0.0)
-        dv = dv + C.t_mm(p.astype(do.dtype), do)
-        ds = p * (C.mm_t(do, v) - delta[:, None])
-        dk = dk + C.t_mm(ds.astype(q.dtype), q)
-        return dk, dv
+        allowed = C.visible(i * bq + jnp.arange(bq), k_pos, length, cfg.causal)
+        return q_ref[rows, :], do_ref[rows, :], lse_ref[rows], delta_ref[rows], allowed
 
-    zeros = jnp.zeros(k.shape, jnp.float32)
-    dk, dv = lax.fori_loop(first, last, body, (zeros, zeros))
-    dk_ref[...] = (dk * cfg.scale).astype(dk_ref.dtype)
+    dk, dv = C.online_softmax_dkv(k_ref[...], v_ref[...], first, last, query_block, cfg.scale)
+    dk_ref[...] = dk.astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
@@ -191,17 +157,12 @@ def _forward(q, k, v, lengths, cfg: _Config):
     lk = k.shape[1]
     bq = cfg.block_q
     stats = pl.BlockSpec((None, None, bq), lambda b, h, i: (b, h, i))
-    return pl.pallas_call(
-        functools.partial(_fwd_kernel, cfg=cfg),
-        grid=(b, h, lq // bq),
-        in_specs=[_LEN_SPEC, _row_spec(bq, d), _whole_spec(lk, d), _whole_spec(lk, d)],
-        out_specs=[_row_spec(bq, d), stats],
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype),
-                   jax.ShapeDtypeStruct((b, h, lq), jnp.float32)],
-        compiler_params=compiler_params(num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                                        interpret=cfg.interpret),
-        interpret=cfg.interpret,
-        name="flash_fwd",
+    return C.pallas_call(
+        _fwd_kernel, cfg, (b, h, lq // bq),
+        [_LEN_SPEC, _row_spec(bq, d), _whole_spec(lk, d), _whole_spec(lk, d)],
+        [_row_spec(bq, d), stats],
+        [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, lq), jnp.float32)],
+        "flash_fwd",
     )(lengths, q, k, v)
 
 
@@ -210,49 +171,23 @@ def _backward(q, k, v, lengths, o, lse, do, cfg: _Config):
     lk = k.shape[1]
     bq, bk = cfg.block_q, cfg.block_k
     delta = jnp.einsum("blhd,blhd->bhl", o.astype(jnp.float32), do.astype(jnp.float32))
-    params = compiler_params(num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                             interpret=cfg.interpret)
     stats_rows = pl.BlockSpec((None, None, bq), lambda b, h, i: (b, h, i))
-    dq = pl.pallas_call(
-        functools.partial(_dq_kernel, cfg=cfg),
-        grid=(b, h, lq // bq),
-        in_specs=[_LEN_SPEC, _row_spec(bq, d), _whole_spec(lk, d), _whole_spec(lk, d),
-                  _row_spec(bq, d), stats_rows, stats_rows],
-        out_specs=_row_spec(bq, d),
-        out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=params,
-        interpret=cfg.interpret,
-        name="flash_bwd_dq",
+    dq = C.pallas_call(
+        _dq_kernel, cfg, (b, h, lq // bq),
+        [_LEN_SPEC, _row_spec(bq, d), _whole_spec(lk, d), _whole_spec(lk, d), _row_spec(bq, d),
+         stats_rows, stats_rows],
+        _row_spec(bq, d), jax.ShapeDtypeStruct(q.shape, q.dtype), "flash_bwd_dq",
     )(lengths, q, k, v, do, lse, delta)
     stats_all = pl.BlockSpec((None, None, lq), lambda b, h, i: (b, h, 0))
-    dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, cfg=cfg),
-        grid=(b, h, lk // bk),
-        in_specs=[_LEN_SPEC, _whole_spec(lq, d), _row_spec(bk, d), _row_spec(bk, d),
-                  _whole_spec(lq, d), stats_all, stats_all],
-        out_specs=[_row_spec(bk, d), _row_spec(bk, d)],
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=params,
-        interpret=cfg.interpret,
-        name="flash_bwd_dkv",
+    dk, dv = C.pallas_call(
+        _dkv_kernel, cfg, (b, h, lk // bk),
+        [_LEN_SPEC, _whole_spec(lq, d), _row_spec(bk, d), _row_spec(bk, d), _whole_spec(lq, d),
+         stats_all, stats_all],
+        [_row_spec(bk, d), _row_spec(bk, d)],
+        [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        "flash_bwd_dkv",
     )(lengths, q, k, v, do, lse, delta)
     return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _flash(q, k, v, lengths, cfg: _Config):
-    return _forward(q, k, v, lengths, cfg)[0]
-
-
-def _flash_fwd(q, k, v, lengths, cfg: _Config):
-    o, lse = _forward(q, k, v, lengths, cfg)
-    return o, (q, k, v, lengths, o, lse)
-
-
-def _flash_bwd(cfg: _Config, residuals, do):
-    q, k, v, lengths, o, lse = residuals
-    dq, dk, dv = _backward(q, k, v, lengths, o, lse, do, cfg)
-    return dq, dk, dv, None
-
-
-_flash.defvjp(_flash_fwd, _flash_bwd)
+_flash = C.custom_vjp(_forward, _backward)

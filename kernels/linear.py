@@ -28,7 +28,6 @@ numerator and denominator of out = N / D; dN = dout / D and dD = -(dout . out) /
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +60,7 @@ def linear_attention(qf, kf, v, lengths=None, *, causal: bool = False, eps: floa
     splits = max(1, min(lp // c, 256 // max(1, b * h)))
     cfg = _Config(causal, float(eps), c, interpret, splits,
                   num_warps=4 if fp * dvp <= 4096 else 8)
-    return _linear(qf, kf, v, cfg)[:, :length, :, :dv]
+    return _linear(cfg, qf, kf, v)[:, :length, :, :dv]
 
 
 def linear_reference(qf, kf, v, lengths=None, *, causal: bool = False, eps: float = 1e-6,
@@ -226,49 +225,48 @@ def _tril(c: int):
     return r[None, :] <= r[:, None]
 
 
-def _causal_fwd_kernel(q_ref, k_ref, v_ref, o_ref, den_ref, *, cfg: _Config):
-    c = cfg.chunk
-    n = q_ref.shape[0] // c
-    tri = _tril(c)
+def _prefix_walk(k_ref, v_ref, c: int, chunk) -> None:
+    """Walk the chunks first to last, calling chunk(rows, k', v, S, z) with the chunk's k', v
+    (float32) and the sums over the earlier chunks S = sum k'_j v_j^T and z = sum k'_j."""
 
     def body(i, carry):
         s, z = carry
         rows = pl.ds(i * c, c)
-        q = q_ref[rows, :].astype(jnp.float32)
         k = k_ref[rows, :].astype(jnp.float32)
         v = v_ref[rows, :].astype(jnp.float32)
+        chunk(rows, k, v, s, z)
+        return s + C.t_mm(k, v), z + jnp.sum(k, axis=0)
+
+    f = k_ref.shape[1]
+    init = (jnp.zeros((f, v_ref.shape[1]), jnp.float32), jnp.zeros((f,), jnp.float32))
+    lax.fori_loop(0, k_ref.shape[0] // c, body, init)
+
+
+def _causal_fwd_kernel(q_ref, k_ref, v_ref, o_ref, den_ref, *, cfg: _Config):
+    tri = _tril(cfg.chunk)
+
+    def chunk(rows, k, v, s, z):
+        q = q_ref[rows, :].astype(jnp.float32)
         a = jnp.where(tri, C.mm_t(q, k), 0.0)
         den = jnp.sum(q * z[None, :], axis=1) + jnp.sum(a, axis=1) + cfg.eps
         num = C.mm(q, s) + C.mm(a, v)
         o_ref[rows, :] = (num / den[:, None]).astype(o_ref.dtype)
         den_ref[rows] = den
-        return s + C.t_mm(k, v), z + jnp.sum(k, axis=0)
 
-    init = (jnp.zeros((q_ref.shape[1], v_ref.shape[1]), jnp.float32),
-            jnp.zeros((q_ref.shape[1],), jnp.float32))
-    lax.fori_loop(0, n, body, init)
+    _prefix_walk(k_ref, v_ref, cfg.chunk, chunk)
 
 
 def _causal_dq_kernel(k_ref, v_ref, dn_ref, dd_ref, dq_ref, *, cfg: _Config):
     """dq'_i = S_{<chunk} dN_i + z_{<chunk} dD_i + sum_{j<=i in chunk} (dN_i.v_j + dD_i) k'_j."""
-    c = cfg.chunk
-    n = k_ref.shape[0] // c
-    tri = _tril(c)
+    tri = _tril(cfg.chunk)
 
-    def body(i, carry):
-        s, z = carry
-        rows = pl.ds(i * c, c)
-        k = k_ref[rows, :].astype(jnp.float32)
-        v = v_ref[rows, :].astype(jnp.float32)
+    def chunk(rows, k, v, s, z):
         dn, dd = dn_ref[rows, :], dd_ref[rows]
         da = jnp.where(tri, C.mm_t(dn, v) + dd[:, None], 0.0)
         dq = C.mm_t(dn, s) + dd[:, None] * z[None, :] + C.mm(da, k)
         dq_ref[rows, :] = dq.astype(dq_ref.dtype)
-        return s + C.t_mm(k, v), z + jnp.sum(k, axis=0)
 
-    init = (jnp.zeros((k_ref.shape[1], v_ref.shape[1]), jnp.float32),
-            jnp.zeros((k_ref.shape[1],), jnp.float32))
-    lax.fori_loop(0, n, body, init)
+    _prefix_walk(k_ref, v_ref, cfg.chunk, chunk)
 
 
 def _causal_dkv_kernel(q_ref, k_ref, v_ref, dn_ref, dd_ref, dk_ref, dv_ref, *, cfg: _Config):
@@ -337,19 +335,8 @@ def _forward(q, k, v, cfg: _Config):
     return (_causal_forward if cfg.causal else _noncausal_forward)(q, k, v, cfg)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _linear(q, k, v, cfg: _Config):
-    return _forward(q, k, v, cfg)[0]
-
-
-def _linear_fwd(q, k, v, cfg: _Config):
-    o, den, state = _forward(q, k, v, cfg)
-    return o, (q, k, v, o, den, state)
-
-
-def _linear_bwd(cfg: _Config, residuals, do):
+def _backward(q, k, v, o, den, state, do, cfg: _Config):
     """out = N / D with D = q'.z + eps: dN = dO / D and dD = -(dO . out) / D per row."""
-    q, k, v, o, den, state = residuals
     den = jnp.swapaxes(den, 1, 2)[..., None]                          # [B, L, H, 1]
     do = do.astype(jnp.float32)
     dn = do / den
@@ -359,4 +346,4 @@ def _linear_bwd(cfg: _Config, residuals, do):
     return backward(q, k, v, dn, dd, state, cfg)
 
 
-_linear.defvjp(_linear_fwd, _linear_bwd)
+_linear = C.custom_vjp(_forward, _backward)

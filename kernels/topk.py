@@ -23,7 +23,6 @@ the lower index (lax.top_k), identically in the reference.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +62,7 @@ def topk_attention(q, k, v, lengths=None, *, top_k: int, chunk: int = 1024,
     picks = C.pad_axis(C.pad_axis(picks, 3, kp, value=-1), 2, lp, value=-1)
     qp, kpd, vp = (C.pad_axis(C.pad_axis(x, 3, dp), 1, lp) for x in (q, k, v))
     cfg = _Config(scale, bq, min(chunk, lp), interpret)
-    return _topk(qp, kpd, vp, picks, cfg)[:, :length, :, :d]
+    return _topk(cfg, qp, kpd, vp, picks)[:, :length, :, :d]
 
 
 def select(q, k, lengths, *, top_k: int, chunk: int, causal: bool, scale: float):
@@ -215,18 +214,7 @@ def _scatter_to_keys(picks, ds, p, q, do, cfg: _Config):
     return dk * cfg.scale, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _topk(q, k, v, picks, cfg: _Config):
-    return _forward(q, k, v, picks, cfg)[0]
-
-
-def _topk_fwd(q, k, v, picks, cfg: _Config):
-    o, lse = _forward(q, k, v, picks, cfg)
-    return o, (q, k, v, picks, o, lse)
-
-
-def _topk_bwd(cfg: _Config, residuals, do):
-    q, k, v, picks, o, lse = residuals
+def _backward(q, k, v, picks, o, lse, do, cfg: _Config):
     b, length, h, d = q.shape
     kp = picks.shape[-1]
     s = _specs(length, d, kp, cfg.block_q)
@@ -240,7 +228,7 @@ def _topk_bwd(cfg: _Config, residuals, do):
         "topk_bwd",
     )(picks, q, k, v, do, lse, delta)
     dk, dv = _scatter_to_keys(picks, ds, p, q, do, cfg)
-    return dq, dk.astype(k.dtype), dv.astype(v.dtype), None
+    return dq, dk.astype(k.dtype), dv.astype(v.dtype)
 
 
-_topk.defvjp(_topk_fwd, _topk_bwd)
+_topk = C.custom_vjp(_forward, _backward)

@@ -47,16 +47,17 @@ Three sources of q, k, v (`--inputs`, or `--checkpoint`):
     (sparse + low-rank oracle) curve is not computed here.
 
 Matched budget: each method gets the hyperparameters that give it about `budget` keys
-or features per query (BUDGETS; e.g. Top-k k = b, Performer b features, Linformer and
-Nystromformer b projected keys or landmarks, Reformer 2 rounds of two chunks of b/4,
+or features per query (each method's `budget`, given to `attention.register`; e.g. Top-k k = b, Performer b
+features, Linformer and Nystromformer b projected keys or landmarks, Reformer 2 rounds of
+two chunks of b/4,
 BigBird 8 blocks of b/8). Scatterbrain gets half of each of its parts: b/2 features and
 2 hash rounds of chunks of b/4 (at most b/2 keys), as the authors pair them (their LRA
 and T2T-ViT configs give Scatterbrain half the Performer's features and half SMYRF's
 cluster size at the same 2 rounds); its feature map is the Performer's positive one
 (`feature_map="positive"`, not its hyperbolic default), so that its low-rank part is the
 Performer column's estimator with half the features. A method without such a knob
-(linear, AdaMRA) keeps its defaults, and so does a method not in BUDGETS. With a
-checkpoint, the method's preset for the run's size comes first (configs/models.py).
+(linear, AdaMRA) keeps its defaults. With a checkpoint, the method's preset for the run's
+size comes first (configs/models.py).
 
 How methods with their own layer are compared:
 - Reformer is shared-QK (Kitaev et al. 2020, §2): its keys are the normalised queries and
@@ -83,7 +84,6 @@ from __future__ import annotations
 import logging
 import math
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -103,30 +103,6 @@ CLUSTERED_TEMPERATURES = (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)  # beta = 32 .
 INPUTS = ("gaussian", "clustered")
 MEASURES = ("output", "matrix")
 SHARED_QK = ("reformer",)
-
-# Hyperparameters giving about b keys or features per query at length n.
-BUDGETS: dict[str, Callable[[int, int], dict]] = {
-    "topk": lambda b, n: {"k": b},
-    "performer": lambda b, n: {"nb_features": b},
-    "linformer": lambda b, n: {"k": b},
-    "nystrom": lambda b, n: {"num_landmarks": b},
-    "local": lambda b, n: {"block_size": b},
-    # half the heads: a band of 2l keys; the other half: every l-th key (n / l)
-    "sparse_strided": lambda b, n: {"stride": max(1, b // 2)},
-    # half the heads: the own block of l; the other half: c of each of n / l blocks
-    "sparse_fixed": lambda b, n: {"stride": b, "summary": max(1, min(b, b * b // n))},
-    # 3 window + 2 global + 3 random blocks
-    "bigbird": lambda b, n: {"block_size": max(1, b // 8)},
-    # 2 hash rounds x (own chunk + previous chunk)
-    "reformer": lambda b, n: {"bucket_size": max(1, b // 4)},
-    # routing heads: clusters of n / num_clusters; local heads: 3 blocks of local_window.
-    # score=raw: the default (layernorm) attends with LN(q).LN(k), not the softmax measured
-    "routing": lambda b, n: {"num_clusters": max(1, n // b), "local_window": max(1, b // 3),
-                             "score": "raw"},
-    # half of each part: b/2 features (Performer: b), 2 rounds of chunks of b/4 (Reformer: b)
-    "scatterbrain": lambda b, n: {"nb_features": max(1, b // 2), "block_size": max(1, b // 4),
-                                  "n_hashes": 2, "feature_map": "positive"},
-}
 
 
 def exact(name: str, q, k, v, mask) -> jax.Array:
@@ -185,7 +161,7 @@ def attention_matrix(apply, q, k, mask) -> jax.Array:
 
 def method_kwargs(name: str, budget: int, length: int, preset: dict | None = None) -> dict:
     kwargs = dict(preset or {})
-    kwargs.update(BUDGETS.get(name, lambda b, n: {})(budget, length))
+    kwargs.update(attention.info(name).budget(budget, length))
     return kwargs
 
 
@@ -350,7 +326,7 @@ def _table(name, title, columns, key, values, methods, setup, inputs, seed, of) 
                 "||A_method - A||_F / ||A||_F over real query rows and heads, A = exact "
                 "row-normalised softmax attention matrix of the same q, k")
     notes.insert(0, measured + " (Reformer: its shared-QK exact attention); hyperparameters "
-                 "matched to the budget (lra/approx.py BUDGETS).")
+                 "matched to the budget (each method's `budget`).")
     return Table(name, title, ["Method", "hyperparameters", *columns], rows, records, notes)
 
 
@@ -389,11 +365,8 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
 
 def main(*, methods: str, length: int, budget: int, temperatures: str | None,
          checkpoint: str | None, examples: int, seed: int, out: str, inputs: str = "gaussian",
-         measure: str = "output", delta: float = 0.5) -> list[Table]:
-    """`lra approx`: measure, write and print."""
-    from rich.console import Console
-
-    from lra.report import show
+         measure: str = "output", delta: float = 0.5) -> tuple[list[Table], list[Path]]:
+    """`lra approx`: measure and write; returns the tables and the files written."""
     from lra.sweep import _names
 
     if length < 2 or budget < 1 or examples < 1:
@@ -415,9 +388,4 @@ def main(*, methods: str, length: int, budget: int, temperatures: str | None,
                          + (["--checkpoint", str(checkpoint)] if checkpoint else []))
     for table in tables:
         table.notes.append(f"Made by `{command}`.")
-    written = write(tables, out, measure)
-    console = Console()
-    for table in tables:
-        show(console, table)
-    console.print(f"wrote {', '.join(str(p) for p in written)}", soft_wrap=True)
-    return tables
+    return tables, write(tables, out, measure)

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from lra import attention, config, data
-from lra.errors import LRAError
+from lra.errors import LRAError, is_oom
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def run_one(task, model, length, batch, size, steps, warmup, overrides, timeout)
     if proc.returncode == 0 and lines:
         return json.loads(lines[-1])
     err = proc.stderr.strip().splitlines()
-    oom = proc.returncode == -9 or "RESOURCE_EXHAUSTED" in proc.stderr
-    return {"model": model, "length": length, "status": "oom" if oom else "failed",
+    return {"model": model, "length": length,
+            "status": "oom" if is_oom(proc.stderr, proc.returncode) else "failed",
             "error": err[-1][:300] if err else f"exit {proc.returncode}"}
 
 
@@ -137,6 +137,8 @@ def run(task: str, models: list[str], lengths: list[int], batch: int, size: str 
     spell on a shared machine slows one round of every method rather than all rounds of one."""
     if rounds < 1:
         raise LRAError(f"--rounds {rounds}: expected a positive integer")
+    if steps < 1 or warmup < 0:
+        raise LRAError(f"--steps {steps} --warmup {warmup}: expected steps >= 1 and warmup >= 0")
     for model in models:  # bad names, sizes or overrides fail here, before any process starts
         bench_config(task, model, lengths[0], batch, size, overrides or {})
     jobs = [(model, length) for model in models for length in lengths]

@@ -158,37 +158,34 @@ def cmd_bench(args, overrides) -> int:
 
 
 def cmd_demo(args, overrides) -> int:
-    from lra import demo
+    from lra import commands
 
-    demo.run(args.workdir, [m for m in args.models.split(",") if m], args.steps, overrides)
+    commands.demo(args.workdir, [m for m in args.models.split(",") if m], args.steps, overrides)
     return 0
 
 
 def cmd_report(args, overrides) -> int:
-    from lra import report
+    from lra import commands
 
     if overrides:
         raise LRAError("lra report takes no --config overrides")
-    report.main(args.runs, args.bench, args.out, plots=not args.no_plots)
+    commands.report(args)
     return 0
 
 
 def cmd_approx(args, overrides) -> int:
-    from lra import approx
+    from lra import commands
 
     if overrides:
         raise LRAError("lra approx takes no --config overrides")
-    approx.main(methods=args.methods, length=args.length, budget=args.budget,
-                temperatures=args.temperatures, checkpoint=args.checkpoint,
-                examples=args.examples, seed=args.seed, out=args.out, inputs=args.inputs,
-                measure=args.measure, delta=args.delta)
+    commands.approx(args)
     return 0
 
 
 def cmd_eval(args, overrides) -> int:
-    from lra import evaluate
+    from lra import commands
 
-    evaluate.main(args.workdir, overrides)
+    commands.evaluate(args.workdir, overrides)
     return 0
 
 

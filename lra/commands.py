@@ -1,4 +1,5 @@
-"""What the CLI does, printed with rich (library modules only log)."""
+"""What the CLI does, printed with rich: the one layer that prints (library modules return
+data and log)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def sweep(args, overrides: dict[str, str]) -> int:
 
     runs = (sweeps.from_file(args.from_file) if args.from_file else
             sweeps.grid(args.tasks, args.models, args.sizes, args.seeds, overrides))
+    sweeps.check(runs)
     runs = sweeps.shard(runs, args.shard)
     workdir = Path(args.workdir)
     if args.dry_run:
@@ -152,3 +154,74 @@ def data_info() -> None:
         table.add_row(folder.parent.name, folder.name, meta.get("source", "?"), counts,
                       str(meta.get("max_len", "?")), f"{size / 2**20:.1f} MiB")
     console.print(table if table.row_count else f"nothing prepared in {root}")
+
+
+def show_table(table) -> None:
+    """Print a report.Table (lra report, lra approx) and its notes."""
+    shown = Table(title=table.title)
+    for h in table.header:
+        shown.add_column(h)
+    for row in table.rows:
+        shown.add_row(*row)
+    console.print(shown)
+    for note in table.notes:
+        console.print(f"  {note}", style="dim", soft_wrap=True, highlight=False)
+
+
+def report(args) -> None:
+    from lra import report as reports
+
+    rep, written = reports.main(args.runs, args.bench, args.out, plots=not args.no_plots)
+    for table in rep.tables:
+        show_table(table)
+    if not rep.tables:
+        console.print("no tables: no finished runs and no bench results")
+    for problem in rep.problems:
+        console.print(f"[yellow]missing:[/yellow] {problem}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {len(written)} files to {args.out}", soft_wrap=True)
+
+
+def approx(args) -> None:
+    from lra import approx as approximation
+
+    tables, written = approximation.main(
+        methods=args.methods, length=args.length, budget=args.budget,
+        temperatures=args.temperatures, checkpoint=args.checkpoint, examples=args.examples,
+        seed=args.seed, out=args.out, inputs=args.inputs, measure=args.measure, delta=args.delta)
+    for table in tables:
+        show_table(table)
+    console.print(f"wrote {', '.join(str(p) for p in written)}", soft_wrap=True)
+
+
+def evaluate(workdir: str, overrides: dict[str, str]) -> dict:
+    from lra import evaluate as evaluation
+
+    result = evaluation.evaluate(workdir, overrides)
+    table = Table(title=f"{result['task']} ({result['size']}): trained with "
+                  f"{result['trained_with']}, evaluated with {result['evaluated_with']}")
+    for col in ("", "val acc %", "test acc %"):
+        table.add_column(col)
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}"
+    table.add_row(f"trained ({result['trained_with']})", pct(result["trained_best_val_acc"]),
+                  pct(result["trained_test_acc"]))
+    table.add_row(f"swapped in ({result['evaluated_with']})", pct(result["val_accuracy"]),
+                  pct(result["test_accuracy"]))
+    console.print(table)
+    console.print(f"wrote {Path(workdir) / ('eval_' + result['evaluated_with'] + '.json')}",
+                  soft_wrap=True)
+    return result
+
+
+def demo(workdir: str, methods: list[str], steps: int, overrides: dict[str, str]) -> None:
+    from lra import demo as demos
+
+    result = demos.run(workdir, methods, steps, overrides, run_config)
+    table = Table(title=f"ListOps (generated, size=cpu), {result['wall_seconds']:.0f} s")
+    for col in ("model", "test acc %", "best val acc %", "steps", "examples/s", "peak MiB"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(r["model"], f"{100 * r['test_acc']:.1f}", f"{100 * r['best_val_acc']:.1f}",
+                      str(r["steps"]), f"{r['examples_per_second']:.0f}",
+                      f"{r['peak_memory_bytes'] / 2**20:.1f}")
+    table.add_row("majority class", f"{100 * result['majority_class_acc']:.1f}", "", "", "", "")
+    console.print(table)

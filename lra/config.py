@@ -12,7 +12,7 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from lra import attention, data
+from lra import attention, config_schema, data
 from lra.configs import common, models
 from lra.errors import LRAError
 
@@ -84,11 +84,12 @@ def override(c: ml_collections.ConfigDict, key: str, value: str) -> None:
     if not isinstance(node, ml_collections.ConfigDict) or (leaf not in node and not free):
         valid = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
         raise LRAError(f"config key {key} does not exist" + (f"; valid here: {valid}" if valid else ""))
-    like = node[leaf] if leaf in node else None
+    like = node[leaf] if leaf in node else attention.info(c.model.attention).defaults.get(leaf)
     try:
         parsed = _parse(value, like)
-    except ValueError as e:
-        raise LRAError(f"config key {key}: {e}") from None
+    except ValueError:
+        rule = config_schema.KEYS.get(key, config_schema.Rule(type(like)))
+        raise LRAError(f"{key}={value!r}: expected {rule.allowed()}") from None
     with node.ignore_type():
         node[leaf] = parsed
 
@@ -96,7 +97,10 @@ def override(c: ml_collections.ConfigDict, key: str, value: str) -> None:
 def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
     """spec: 'listops:model=topk,size=cpu', 'lra.configs.listops:...' or 'my_task.py:...'."""
     name, _, arg = spec.partition(":")
-    c = config_module(name).get_config(arg or None)
+    try:
+        c = config_module(name).get_config(arg or None)
+    except TypeError as e:  # a ConfigDict refuses a value of another type: `c.train.steps = 1.5`
+        raise LRAError(f"{name}: {e}") from None
     return apply_overrides(c, overrides or {})
 
 
@@ -118,11 +122,18 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
+    """Check the whole config before anything is written: every key against the task's
+    registered config and lra/config_schema.py, then the method's options by building its layer."""
+    name = data.info(c.task).config  # a module name without a dot is a module, not a task
+    module = config_module(name) if "." in name else importlib.import_module(name)
+    reference = module.get_config(f"size={c.size}")
+    config_schema.check(c, reference)
     info = attention.info(c.model.attention)
     unknown = sorted(set(c.model.attention_kwargs.keys()) - set(info.defaults))
     if unknown:
         raise LRAError(f"model.attention_kwargs.{unknown[0]} is not a hyperparameter of "
                        f"{info.name}; valid: {', '.join(sorted(info.defaults)) or 'none'}")
+    config_schema.check_options(c.model.attention_kwargs, info.defaults)
     max_len = c.data.max_len + int(c.model.pooling == "cls")
     cfg = attention.AttentionConfig(c.model.emb_dim, c.model.num_heads, max_len,
                                     causal=c.model.causal, impl=c.model.impl)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from rich.table import Table
 
 from lra import attention, config, data
-from lra.commands import console, run_config
 from lra.data import store
 from lra.workdir import write_json
 
@@ -32,7 +31,10 @@ def markdown(rows: list[dict], majority: float, seconds: float) -> str:
     return "\n".join(lines) + f"\n\nListOps (generated, size=cpu); wall time {seconds:.0f} s.\n"
 
 
-def run(workdir: str, methods: list[str], steps: int, overrides: dict[str, str]) -> list[dict]:
+def run(workdir: str, methods: list[str], steps: int, overrides: dict[str, str],
+        train: Callable[[object, Path], dict]) -> dict:
+    """Train each method with `train(config, workdir)` and write results.json / results.md;
+    returns their content (rows, majority_class_acc, wall_seconds)."""
     start = time.perf_counter()
     methods = methods or [m for m in DEMO_METHODS if m in attention.names()]
     if steps:
@@ -40,20 +42,10 @@ def run(workdir: str, methods: list[str], steps: int, overrides: dict[str, str])
     rows = []
     for method in methods:
         c = config.load(f"listops:model={method},size=cpu", overrides)
-        rows.append(run_config(c, Path(workdir) / method))
+        rows.append(train(c, Path(workdir) / method))
     majority = majority_baseline(c)
     seconds = time.perf_counter() - start
-
-    table = Table(title=f"ListOps (generated, size=cpu), {seconds:.0f} s")
-    for col in ("model", "test acc %", "best val acc %", "steps", "examples/s", "peak MiB"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["model"], f"{100 * r['test_acc']:.1f}", f"{100 * r['best_val_acc']:.1f}",
-                      str(r["steps"]), f"{r['examples_per_second']:.0f}",
-                      f"{r['peak_memory_bytes'] / 2**20:.1f}")
-    table.add_row("majority class", f"{100 * majority:.1f}", "", "", "", "")
-    console.print(table)
-    write_json(Path(workdir) / "results.json",
-               {"rows": rows, "majority_class_acc": majority, "wall_seconds": seconds})
+    result = {"rows": rows, "majority_class_acc": majority, "wall_seconds": seconds}
+    write_json(Path(workdir) / "results.json", result)
     (Path(workdir) / "results.md").write_text(markdown(rows, majority, seconds))
-    return rows
+    return result

@@ -128,25 +128,3 @@ def evaluate(workdir: str | Path, overrides: dict[str, str]) -> dict:
     log.info("%s evaluated with %s: test accuracy %.4f", workdir, c.model.attention,
              test["accuracy"])
     return result
-
-
-def main(workdir: str, overrides: dict[str, str]) -> dict:
-    """`lra eval`: evaluate and print trained vs swapped-in accuracies."""
-    from rich.console import Console
-    from rich.table import Table
-
-    result = evaluate(workdir, overrides)
-    table = Table(title=f"{result['task']} ({result['size']}): trained with "
-                  f"{result['trained_with']}, evaluated with {result['evaluated_with']}")
-    for col in ("", "val acc %", "test acc %"):
-        table.add_column(col)
-    pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}"
-    table.add_row(f"trained ({result['trained_with']})", pct(result["trained_best_val_acc"]),
-                  pct(result["trained_test_acc"]))
-    table.add_row(f"swapped in ({result['evaluated_with']})", pct(result["val_accuracy"]),
-                  pct(result["test_accuracy"]))
-    console = Console()
-    console.print(table)
-    console.print(f"wrote {Path(workdir) / ('eval_' + result['evaluated_with'] + '.json')}",
-                  soft_wrap=True)
-    return result

@@ -12,11 +12,10 @@ Every figure is saved atomically (temporary file + rename).
 from __future__ import annotations
 
 import importlib.util
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from lra.atomic import atomic_path
 from lra.workdir import read_metrics
 
 MIB = 2**20
@@ -41,12 +40,9 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -30,16 +30,15 @@ import csv
 import dataclasses
 import io
 import logging
-import os
 import shlex
 import statistics
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from lra import data
+from lra.atomic import atomic_path
 from lra.errors import LRAError
-from lra.workdir import read_json
+from lra.workdir import flatten, read_json
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +113,6 @@ def _ordered(models) -> list[str]:
     return sorted(models, key=lambda m: (m != "softmax", m))
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 # ---------------------------------------------------------------- reading
 
 def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
@@ -142,7 +134,7 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
             try:
                 summary = read_json(folder / "summary.json")
                 cfg = folder / "config.json"
-                config = _flat(read_json(cfg)) if cfg.exists() else {}
+                config = flatten(read_json(cfg)) if cfg.exists() else {}
             except LRAError as e:
                 problems.append(str(e))
                 continue
@@ -465,11 +457,8 @@ def csv_text(table: Table) -> str:
 
 def write_text(path: Path, text: str) -> Path:
     """Write atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -504,34 +493,9 @@ def write(report: Report, out: str | Path, plots: bool = True,
     return written
 
 
-def show(console, table: Table) -> None:
-    """Print `table` and its notes with rich."""
-    from rich.table import Table as RichTable
-
-    shown = RichTable(title=table.title)
-    for h in table.header:
-        shown.add_column(h)
-    for row in table.rows:
-        shown.add_row(*row)
-    console.print(shown)
-    for note in table.notes:
-        console.print(f"  {note}", style="dim", soft_wrap=True, highlight=False)
-
-
-def main(runs: list[str], bench: list[str], out: str, plots: bool = True) -> Report:
-    """`lra report`: build, write and print the tables (the CLI-facing function)."""
-    from rich.console import Console
-
+def main(runs: list[str], bench: list[str], out: str, plots: bool = True) -> tuple[Report, list[Path]]:
+    """`lra report`: build and write the tables; returns the report and the files written."""
     command = shlex.join(["lra", "report", *runs, *(a for b in bench for a in ("--bench", b)),
-                          "--out", str(out)] + ([] if plots else ["--no-plots"]))
-    console = Console()
+                         "--out", str(out)] + ([] if plots else ["--no-plots"]))
     report = build(runs, bench)
-    written = write(report, out, plots, command)
-    for table in report.tables:
-        show(console, table)
-    if not report.tables:
-        console.print("no tables: no finished runs and no bench results")
-    for problem in report.problems:
-        console.print(f"[yellow]missing:[/yellow] {problem}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {len(written)} files to {out}", soft_wrap=True)
-    return report
+    return report, write(report, out, plots, command)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lra import attention, config, data
-from lra.errors import LRAError
+from lra.errors import LRAError, is_oom
 from lra.workdir import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,16 @@ def from_file(path: str) -> list[Run]:
             for r in module.sweep()]
 
 
+def check(runs: Iterable[Run]) -> None:
+    """Validate every run's config (all shards') before the first run starts."""
+    for run in runs:
+        try:
+            config.load(f"{run.task}:model={run.model},size={run.size}",
+                        {"seed": str(run.seed), **dict(run.overrides)})
+        except LRAError as e:
+            raise LRAError(f"{run.name}: {e}") from None
+
+
 def shard(runs: list[Run], spec: str | None) -> list[Run]:
     """'i/n' keeps runs i, i+n, i+2n, ... (0-based), for SLURM arrays or several machines."""
     if not spec:
@@ -111,8 +121,8 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None) 
                                   stderr=subprocess.STDOUT)
         state = status(workdir, run)
         if state is None:  # died before writing a summary (e.g. killed by the OOM killer)
-            state = "oom" if proc.returncode == -9 else "failed"
             last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
+            state = "oom" if is_oom(last, proc.returncode) else "failed"
             write_json(workdir / run.name / "summary.json", {
                 "task": run.task, "model": run.model, "size": run.size, "seed": run.seed,
                 "status": state, "error": last[:500], "log": str(log_path)})

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 from lra import data, models, optim
 from lra.checkpoint import Checkpoints
 from lra.data import pipeline, store
-from lra.errors import LRAError
+from lra.errors import LRAError, is_oom
 from lra.workdir import check_config, read_json, read_metrics, write_json, write_metrics
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,8 @@ def train(config, workdir: str | Path, progress: Progress | None = None) -> dict
     try:
         summary.update(_loop(config, trainer, splits, ckpt, workdir, wandb, progress))
     except Exception as e:  # recorded, then re-raised for the caller (the sweep reads the status)
-        oom = "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower()
-        summary.update(status="oom" if oom else "failed", error=str(e).splitlines()[0][:500])
+        summary.update(status="oom" if is_oom(str(e)) else "failed",
+                       error=str(e).splitlines()[0][:500])
         write_json(summary_path, summary)
         raise
     finally:

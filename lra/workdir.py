@@ -7,23 +7,17 @@ never leaves a half-written one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from lra.atomic import atomic_path
 from lra.errors import LRAError
 
 IGNORED_KEYS = ("wandb",)  # may change between a run and its resume
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path):
@@ -33,11 +27,11 @@ def read_json(path: Path):
         raise LRAError(f"{path}: not valid JSON ({e})") from None
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
     out = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -46,7 +40,7 @@ def check_config(workdir: Path, config: dict) -> None:
     path = workdir / "config.json"
     if not path.exists():
         return
-    old, new = _flat(read_json(path)), _flat(config)
+    old, new = flatten(read_json(path)), flatten(config)
     diff = sorted(k for k in old.keys() | new.keys()
                   if old.get(k) != new.get(k) and not k.startswith(IGNORED_KEYS))
     if diff:
@@ -64,9 +58,5 @@ def read_metrics(workdir: Path) -> list[dict]:
 
 def write_metrics(workdir: Path, rows: list[dict]) -> None:
     """Rewrite metrics.jsonl atomically (used to append and to truncate on resume)."""
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.", dir=workdir)
-    with os.fdopen(fd, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, workdir / "metrics.jsonl")
+    with atomic_path(workdir / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))

@@ -16,7 +16,7 @@ start=$(date +%s)
 python3 -m lra.cli data prepare pathfinder --size lra $SETS || exit 1
 echo "prepared $TRAIN + 4000 hard images in $(( $(date +%s) - start )) s"
 timeout "$TRAIN_SECONDS" python3 -m lra.cli train --workdir "$WORKDIR" \
-  --config configs/pathfinder.py:model=softmax,size=lra $SETS \
+  --config pathfinder:model=softmax,size=lra $SETS \
   --config.train.eval_every="$EVAL_EVERY" --config.train.log_every=50
 cp "$WORKDIR/metrics.jsonl" "$DEST/softmax-lra-hard-$TRAIN.jsonl"
 python3 - "$DEST/softmax-lra-hard-$TRAIN.jsonl" <<'PY'

@@ -1,5 +1,6 @@
 """lra approx: the error measure, the references, budgets, temperatures and checkpoint layers."""
 
+import dataclasses
 import math
 
 import jax
@@ -69,7 +70,8 @@ def test_budget_rule():
 
 
 def test_a_method_that_cannot_be_built_is_listed_not_fatal(monkeypatch):
-    monkeypatch.setitem(approx.BUDGETS, "topk", lambda b, n: {"k": 0})
+    monkeypatch.setitem(attention._REGISTRY, "topk", dataclasses.replace(
+        attention.info("topk"), budget=lambda b, n: {"k": 0}))
     (table,) = approx.run(["topk", "linear"], length=8, budget=8, temperatures=(1.0,))
     assert [r[0] for r in table.rows] == ["linear"]
     assert any(n.startswith("topk: not measured (LRAError: topk: model.attention_kwargs.k=0")

@@ -14,9 +14,9 @@ import pytest
 from flax import nnx
 from lra.configs import models
 from lra.kernels import _common
+from lra.kernels.errors import KernelError
 
 from lra import attention
-from lra.errors import LRAError
 
 B, L, D, H, MAX_LEN = 2, 48, 32, 4, 64
 LENGTHS = (48, 29)  # ragged: 29 is inside a block of every smoke preset
@@ -106,5 +106,5 @@ def test_pallas_equals_xla(interpreted, name, causal, expected):
 def test_pallas_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.delenv(_common.INTERPRET_ENV, raising=False)
     x, mask, _ = inputs()
-    with pytest.raises(LRAError, match=_common.INTERPRET_ENV):
+    with pytest.raises(KernelError, match=_common.INTERPRET_ENV):
         build("local", "pallas")(x, mask, deterministic=True)

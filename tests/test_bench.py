@@ -1,6 +1,7 @@
 """lra bench: fresh-process measurements, recorded failures, the scaling fit."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -136,3 +137,15 @@ def test_cli_takes_variants(tmp_path):
                      "--lengths", "32", "--batch", "2", "--steps", "1", "--warmup", "0",
                      "--out", str(out)]) == 0
     assert json.loads(out.read_text())["results"][0]["model"] == "performer-32"
+
+
+@pytest.mark.parametrize("returncode, stderr, status", [
+    (-9, "", "oom"),
+    (1, "RuntimeError: CUDA out of memory", "oom"),
+    (1, "ValueError: bad shape", "failed"),
+])
+def test_a_crashed_worker_is_recorded_as_oom_or_failed(monkeypatch, returncode, stderr, status):
+    done = subprocess.CompletedProcess([], returncode, stdout="", stderr=stderr)
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: done)
+    row = bench.run_one("listops", "softmax", 32, 2, "smoke", 1, 0, {}, 60)
+    assert row["status"] == status and row["length"] == 32

@@ -77,3 +77,15 @@ def test_a_failing_run_is_recorded_with_its_log_and_the_sweep_goes_on(tmp_path):
     summary = json.loads((tmp_path / bad.name / "summary.json").read_text())
     assert results == {bad.name: "failed"} and summary["status"] == "failed"
     assert "train.lr" in summary["error"] and "train.lr" in (tmp_path / bad.name / "train.log").read_text()
+
+
+@pytest.mark.parametrize("script, state", [
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "oom"),  # the OOM killer
+    ("raise SystemExit('RESOURCE_EXHAUSTED: failed to allocate 8 GiB')", "oom"),
+    ("raise SystemExit('some other crash')", "failed"),
+])
+def test_a_run_that_dies_without_a_summary_is_classified(tmp_path, monkeypatch, script, state):
+    monkeypatch.setattr(sweep.Run, "command", lambda self, workdir: [sys.executable, "-c", script])
+    run = sweep.Run("listops", "softmax", "smoke", 0)
+    assert sweep.execute([run], tmp_path) == {run.name: state}
+    assert json.loads((tmp_path / run.name / "summary.json").read_text())["status"] == state

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from lra import cli, config, train
+from lra import config, train
 from lra.data import store
 from lra.errors import LRAError
 
@@ -100,30 +100,6 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     train.train(config.load("listops:size=smoke", {"train.steps": "10"}), tmp_path / "run")
     with pytest.raises(LRAError, match="different config"):
         train.train(config.load("listops:size=smoke", {"train.lr": "0.5"}), tmp_path / "run")
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--config", "configs/nope.py", "--workdir", "w"], "valid tasks"),
-    (["train", "--config", "listops:model=nope", "--workdir", "w"], "valid: softmax"),
-    (["train", "--config", "listops:size=huge", "--workdir", "w"], "valid: smoke"),
-    (["train", "--config", "listops:size=smoke", "--config.train.nope=1", "--workdir", "w"],
-     "train.nope does not exist"),
-    (["train", "--config", "listops:size=smoke", "--config.model.num_heads=3", "--workdir", "w"],
-     "does not divide"),
-    (["train", "--config", "listops:size=smoke", "--config.model.attention_kwargs.zz=1",
-      "--workdir", "w"], "not a hyperparameter"),
-    (["train", "--config", "listops:model=adamra,size=smoke",
-      "--config.model.attention_kwargs.subheads=3", "--workdir", "w"],
-     "model.attention_kwargs.subheads=3 must divide model.emb_dim=32"),
-])
-def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, capsys, monkeypatch):
-    """Refused before anything is written: no workdir, no prepared data."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LRA_DATA_DIR", str(tmp_path / "data"))
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err
-    assert not (tmp_path / "w").exists() and not (tmp_path / "data").exists()
 
 
 def test_label_out_of_range_is_refused(tmp_path, monkeypatch):

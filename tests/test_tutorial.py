@@ -58,6 +58,7 @@ def test_the_method_registers_and_passes_the_conformance_checks(window):
     info = attention.info("window")
     assert info.cls is window and info.paper == "Beltagy et al. 2020"
     assert info.defaults == {"window": 512}
+    assert info.budget(16, 64) == {"window": 16}
     for check in (conformance.test_jit_matches_eager, conformance.test_finite_gradients,
                   conformance.test_padding_invariance, conformance.test_batch_independence,
                   conformance.test_eval_is_deterministic,

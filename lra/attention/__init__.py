@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Callable
 from typing import Any
 
 from lra import plugins
@@ -28,6 +29,9 @@ class MethodInfo:
     cls: type
     paper: str
     complexity: str
+    # lra approx: the hyperparameters giving about b keys or features per query at length n
+    # ({}: the defaults, for a method without such a knob)
+    budget: Callable[[int, int], dict]
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -45,13 +49,15 @@ _REGISTRY: dict[str, MethodInfo] = {}
 _discovered = False
 
 
-def register(name: str, *, paper: str, complexity: str):
-    """Class decorator adding an attention method under `name`."""
+def register(name: str, *, paper: str, complexity: str,
+             budget: Callable[[int, int], dict] = lambda b, n: {}):
+    """Class decorator adding an attention method under `name`; `budget(b, n)` gives the
+    hyperparameters with about b keys or features per query at length n (`lra approx`)."""
 
     def wrap(cls):
         if name in _REGISTRY and _REGISTRY[name].cls.__qualname__ != cls.__qualname__:
             raise ValueError(f"attention method {name!r} registered twice")
-        _REGISTRY[name] = MethodInfo(name, cls, paper, complexity)
+        _REGISTRY[name] = MethodInfo(name, cls, paper, complexity, budget)
         return cls
 
     return wrap

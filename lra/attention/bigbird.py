@@ -82,11 +82,10 @@ def bigbird_layout(key, num_blocks: int, num_heads: int, window_blocks: int, ran
     return compact_layout(fixed[None] | chosen, max_kb)
 
 
-@register(
-    "bigbird",
-    paper="Zaheer et al. 2020",
-    complexity="O(n*b*(w+g+r)) time and memory: linear in n",
-)
+@register("bigbird", paper="Zaheer et al. 2020",
+          complexity="O(n*b*(w+g+r)) time and memory: linear in n",
+          # 3 window + 2 global + 3 random blocks
+          budget=lambda b, n: {"block_size": max(1, b // 8)})
 class BigBirdAttention(MultiHeadAttention):
     def __init__(
         self,

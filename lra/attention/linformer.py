@@ -38,7 +38,8 @@ SHARING = ("none", "headwise", "kv")
 
 
 @register("linformer", paper="Wang et al. 2020",
-          complexity="O(n k) time and memory, k projected length")
+          complexity="O(n k) time and memory, k projected length",
+          budget=lambda b, n: {"k": b})
 class LinformerAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, k: int = 256,
                  sharing: str = "none"):

@@ -31,7 +31,8 @@ from lra.attention.blocksparse import band_layout, block_sparse_attention
 from lra.errors import LRAError
 
 
-@register("local", paper="Tay et al. 2020", complexity="O(n*b) time and memory")
+@register("local", paper="Tay et al. 2020", complexity="O(n*b) time and memory",
+          budget=lambda b, n: {"block_size": b})
 class LocalAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, block_size: int = 50):
         if block_size < 1:

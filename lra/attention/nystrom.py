@@ -106,7 +106,8 @@ def depthwise_conv(v: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 @register("nystrom", paper="Xiong et al. 2021",
-          complexity="O(n m) time and memory, m landmarks")
+          complexity="O(n m) time and memory, m landmarks",
+          budget=lambda b, n: {"num_landmarks": b})
 class NystromAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, num_landmarks: int = 64,
                  pinv_iterations: int = 6, conv_kernel_size: int = 0):

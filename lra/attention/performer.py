@@ -36,7 +36,8 @@ from lra.attention.features import (
 from lra.errors import LRAError
 
 
-@register("performer", paper="Choromanski et al. 2020", complexity="O(n m d) time and memory")
+@register("performer", paper="Choromanski et al. 2020", complexity="O(n m d) time and memory",
+          budget=lambda b, n: {"nb_features": b})
 class PerformerAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, nb_features: int = 256,
                  redraw: bool = False):

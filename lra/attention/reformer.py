@@ -108,11 +108,10 @@ def lsh_attention(qk, v, mask, rotations, *, bucket_size: int, n_buckets: int):
     return jnp.swapaxes(out, 1, 2)[:, :l].astype(qk.dtype)
 
 
-@register(
-    "reformer",
-    paper="Kitaev et al. 2020",
-    complexity="O(n_hashes n bucket_size d) plus an O(n log n) sort",
-)
+@register("reformer", paper="Kitaev et al. 2020",
+          complexity="O(n_hashes n bucket_size d) plus an O(n log n) sort",
+          # 2 hash rounds x (own chunk + previous chunk)
+          budget=lambda b, n: {"bucket_size": max(1, b // 4)})
 class ReformerAttention(MultiHeadAttention):
     """Shared-QK multi-round LSH attention (Kitaev et al. 2020, §2-3)."""
 

@@ -151,11 +151,12 @@ def routed_attention(q, k, v, mask, centroids, window: int, scale: float):
     return total / jnp.maximum(count, 1.0)[..., None]
 
 
-@register(
-    "routing",
-    paper="Roy et al. 2020",
-    complexity="O(n^1.5 d) with sqrt(n) clusters; local heads O(n w d)",
-)
+@register("routing", paper="Roy et al. 2020",
+          complexity="O(n^1.5 d) with sqrt(n) clusters; local heads O(n w d)",
+          # routing heads: clusters of n / num_clusters; local heads: 3 blocks of local_window.
+          # score=raw: the default (layernorm) attends with LN(q).LN(k), not the softmax measured
+          budget=lambda b, n: {"num_clusters": max(1, n // b), "local_window": max(1, b // 3),
+                               "score": "raw"})
 class RoutingAttention(MultiHeadAttention):
     """Local heads plus k-means routing heads (Roy et al. 2020, §4)."""
 

@@ -249,7 +249,10 @@ def feature_matrix(key, nb_features: int, head_dim: int, feature_map: str) -> ja
 
 
 @register("scatterbrain", paper="Chen et al. 2021",
-          complexity="O(n m (d + b)) time, O(n (m + b)) memory: m features, b block")
+          complexity="O(n m (d + b)) time, O(n (m + b)) memory: m features, b block",
+          # half of each part: b/2 features (Performer: b), 2 rounds of chunks of b/4
+          budget=lambda b, n: {"nb_features": max(1, b // 2), "block_size": max(1, b // 4),
+                               "n_hashes": 2, "feature_map": "positive"})
 class ScatterbrainAttention(MultiHeadAttention):
     def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs, nb_features: int | None = None,
                  sparse: str = "lsh", block_size: int = 16, n_hashes: int = 2,

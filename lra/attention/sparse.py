@@ -115,11 +115,10 @@ def _check_even_heads(name: str, num_heads: int, why: str) -> None:
                        f"model.num_heads={num_heads} must be even")
 
 
-@register(
-    "sparse_strided",
-    paper="Child et al. 2019",
-    complexity="O(n*l + n^2/l) time and memory, O(n*sqrt(n)) with l ~ sqrt(n)",
-)
+@register("sparse_strided", paper="Child et al. 2019",
+          complexity="O(n*l + n^2/l) time and memory, O(n*sqrt(n)) with l ~ sqrt(n)",
+          # half the heads: a band of 2l keys; the other half: every l-th key (n / l)
+          budget=lambda b, n: {"stride": max(1, b // 2)})
 class StridedSparseAttention(MultiHeadAttention):
     """Strided pattern, A^(1) on the first half of the heads and A^(2) on the second."""
 
@@ -167,11 +166,10 @@ class StridedSparseAttention(MultiHeadAttention):
         return out[:, :length]
 
 
-@register(
-    "sparse_fixed",
-    paper="Child et al. 2019",
-    complexity="O(n*l + n^2*c/l) time and memory",
-)
+@register("sparse_fixed", paper="Child et al. 2019",
+          complexity="O(n*l + n^2*c/l) time and memory",
+          # half the heads: the own block of l; the other half: c of each of n / l blocks
+          budget=lambda b, n: {"stride": b, "summary": max(1, min(b, b * b // n))})
 class FixedSparseAttention(MultiHeadAttention):
     """Fixed pattern: merged heads over A^(1) ∪ A^(2) (default) or heads split between them."""
 

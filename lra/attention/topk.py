@@ -144,11 +144,9 @@ def topk_attention(q, k, v, mask, *, top_k: int, chunk: int, causal: bool = Fals
     return jnp.swapaxes(out[:, :, :lq], 1, 2).astype(q.dtype)
 
 
-@register(
-    "topk",
-    paper="Gupta et al. 2021",
-    complexity="O(n^2 d) time in query chunks; O(n k) memory saved for the backward",
-)
+@register("topk", paper="Gupta et al. 2021",
+          complexity="O(n^2 d) time in query chunks; O(n k) memory saved for the backward",
+          budget=lambda b, n: {"k": b})
 class TopKAttention(MultiHeadAttention):
     """Softmax over the k largest scores of each query (Gupta et al. 2021, §3)."""
 

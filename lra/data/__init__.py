@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import time
@@ -93,6 +94,16 @@ def info(name: str) -> Task:
     if name not in _REGISTRY:
         raise LRAError(f"unknown task {name!r}; valid: {', '.join(names())}")
     return _REGISTRY[name]
+
+
+def given_path(task: str, path: str | None, env: str, what: str, how: str) -> Path:
+    """A task's source: `path` (--path or config.data.path), else $`env`, with ~ expanded;
+    when neither is set, an LRAError saying that `what` is missing and `how` to get it."""
+    given = path or os.environ.get(env)
+    if not given:
+        raise LRAError(f"{task}: no {what} given (--path, config.data.path and ${env} are "
+                       f"empty); {how}")
+    return Path(given).expanduser()
 
 
 def task_module(name: str) -> ModuleType:

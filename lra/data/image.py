@@ -28,7 +28,6 @@ from __future__ import annotations
 import codecs
 import io
 import logging
-import os
 import pickle
 import tarfile
 import zlib
@@ -104,13 +103,8 @@ def _locate(config, path: str | None) -> Path:
     """cifar-10-python.tar.gz named by `path` or $LRA_CIFAR10_ARCHIVE, or inside that folder."""
     command = (f"lra data prepare image --size {config.size} --source archive "
                f"--path /path/to/cifar-10-python.tar.gz")
-    given = path or os.environ.get(ARCHIVE_ENV)
-    if not given:
-        raise LRAError(
-            f"image: no CIFAR-10 archive given (--path, config.data.path and ${ARCHIVE_ENV} are "
-            f"empty); download {URL} and run: {command}"
-        )
-    where = Path(given).expanduser()
+    where = data.given_path("image", path, ARCHIVE_ENV, "CIFAR-10 archive",
+                            f"download {URL} and run: {command}")
     for candidate in (where, where / "cifar-10-python.tar.gz"):
         if candidate.is_file():
             return candidate

@@ -36,6 +36,7 @@ from PIL import Image
 
 from lra import data
 from lra.data import pathfinder_draw
+from lra.data.store import SPLITS
 from lra.errors import LRAError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ VOCAB_SIZE = 256
 FOLDERS = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9",
            "hard": "curv_contour_length_14"}
 SPLIT_CUTS = (0.8, 0.9)  # train [:80%], val [80%:90%], test [90%:] as in the LRA pipeline
-SPLITS = ("train", "val", "test")
 
 
 def settings(config) -> tuple[int, str]:

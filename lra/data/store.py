@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lra.atomic import atomic_path
 from lra.errors import LRAError
 
 SPLITS = ("train", "val", "test")
@@ -58,9 +57,7 @@ def write_dataset(path: Path, splits: dict[str, dict[str, np.ndarray]], meta: di
     Token fields are stored as `token_dtype(meta["vocab_size"])`, the rest as int32.
     """
     tokens = token_dtype(meta["vocab_size"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_path(path, directory=True) as tmp:
         counts = {}
         for split, arrays in splits.items():
             n = {len(a) for a in arrays.values()}
@@ -78,17 +75,6 @@ def write_dataset(path: Path, splits: dict[str, dict[str, np.ndarray]], meta: di
                 np.save(tmp / f"{split}.{field}.npy", np.ascontiguousarray(array, dtype=dtype))
         meta = {**meta, "counts": counts}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if not is_prepared(path):  # lost a race with a concurrent prepare: keep theirs
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lra.data.store import SPLITS
 from lra.errors import LRAError
 
-SPLITS = ("train", "val", "test")
 _STREAM = {"holdout": 0, "train": 1, "val": 2, "test": 3}
 
 

@@ -24,7 +24,6 @@ the same split. Sizes smoke and cpu subsample each split (`subsets`).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tarfile
 import zlib
@@ -108,13 +107,8 @@ def _prepare_command(config) -> str:
 
 def _locate(config, path: str | None) -> Path:
     """The archive file or the aclImdb/ folder named by `path` or $LRA_IMDB_ARCHIVE."""
-    given = path or os.environ.get(ARCHIVE_ENV)
-    if not given:
-        raise LRAError(
-            f"text: no IMDb data given (--path, config.data.path and ${ARCHIVE_ENV} are empty); "
-            f"download {URL} and run: {_prepare_command(config)}"
-        )
-    where = Path(given).expanduser()
+    where = data.given_path("text", path, ARCHIVE_ENV, "IMDb data",
+                            f"download {URL} and run: {_prepare_command(config)}")
     if where.is_file():
         return where
     for candidate in (where, where / "aclImdb"):
