@@ -124,9 +124,7 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
 def validate(c: ml_collections.ConfigDict) -> None:
     """Check the whole config before anything is written: every key against the task's
     registered config and lra/config_schema.py, then the method's options by building its layer."""
-    name = data.info(c.task).config  # a module name without a dot is a module, not a task
-    module = config_module(name) if "." in name else importlib.import_module(name)
-    reference = module.get_config(f"size={c.size}")
+    reference = config_module(c.task).get_config(f"size={c.size}")
     config_schema.check(c, reference)
     info = attention.info(c.model.attention)
     unknown = sorted(set(c.model.attention_kwargs.keys()) - set(info.defaults))
