@@ -19,8 +19,13 @@ test: $(VENV_STAMP)
 bench: $(VENV_STAMP)
 	.venv/bin/lra bench --task text --models all --lengths 1024,2048,4096 --batch 4 --out results/cpu/bench.json
 
+# import-linter reads packages from disk: check a copy with configs/ and kernels/ inside lra/,
+# as the wheel installs them (tests/test_wheel.py checks the installed wheel the same way).
 lint: $(VENV_STAMP)
-	.venv/bin/ruff check lra kernels configs tests
+	.venv/bin/ruff check lra kernels configs tests scripts
+	tmp=$$(mktemp -d) && cp -r lra $$tmp/ && cp -r configs $$tmp/lra/ && cp -r kernels $$tmp/lra/ && \
+	  (cd $$tmp && PYTHONPATH=$$tmp $(CURDIR)/.venv/bin/lint-imports $(CURDIR)/pyproject.toml); \
+	  rc=$$?; rm -rf $$tmp; exit $$rc
 
 clean:
 	rm -rf .venv runs

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lra import approx, attention, cli, config, train
+from lra import attention, cli
 from lra.attention.base import AttentionConfig, dense_attention
-from lra.checkpoint import Checkpoints
 from lra.errors import LRAError
-from lra.workdir import write_json
+from lra.experiments import approx
+from lra.training import config, train
+from lra.training.checkpoint import Checkpoints
+from lra.training.workdir import write_json
 
 L = 32
 CFG = AttentionConfig(dim=64, num_heads=4, max_len=L)

@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from lra import attention, bench, cli
+from lra import attention, cli
 from lra.errors import LRAError
+from lra.experiments import bench
 
 
 def test_bench_measures_and_records_failures(tmp_path):

@@ -3,7 +3,8 @@ any workdir, data folder or output file is made; every shipped config passes."""
 
 import pytest
 
-from lra import attention, cli, config, config_schema, data
+from lra import attention, cli, data
+from lra.training import config, config_schema
 
 FILES = {  # user config (and sweep) files, written outside the working directory
     "bad_value.py": "c.train.batch_size = 0",

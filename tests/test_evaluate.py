@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from lra import cli, config, evaluate, train
+from lra import cli
 from lra.errors import LRAError
+from lra.experiments import evaluate
+from lra.training import config, train
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_overrides_of_a_saved_config_work_outside_the_repo(tmp_path):
     import sys
 
     saved = json.dumps(config.load("listops:size=smoke").to_dict())
-    code = ("import json, sys, ml_collections; from lra import config; "
+    code = ("import json, sys, ml_collections; from lra.training import config; "
             "c = config.apply_overrides(ml_collections.ConfigDict(json.loads(sys.argv[1])), "
             "{'model.attention': 'topk'}); print(dict(c.model.attention_kwargs))")
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}

@@ -5,7 +5,8 @@ constructor keywords."""
 import pytest
 from lra.configs import models
 
-from lra import attention, config
+from lra import attention
+from lra.training import config
 
 # mlpen/Nystromformer LRA/code/lra_config.py, written out by hand: per task the model and
 # max_seq_len, and "extra_attn_config" per method, in this project's keyword names

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lra import cli, report
+from lra import cli
 from lra.errors import LRAError
+from lra.experiments import report
 
 CONFIG = {"task": "?", "size": "cpu", "seed": 0, "model": {"attention": "?", "emb_dim": 64},
           "train": {"steps": 100, "num_devices": 0}, "wandb": {"mode": "disabled"}}
@@ -264,7 +265,7 @@ def test_bad_bench_input_is_a_clear_error(tmp_path):
 
 
 def test_without_matplotlib_tables_are_written_and_plots_skipped(tree, tmp_path, monkeypatch):
-    from lra import plots
+    from lra.experiments import plots
 
     monkeypatch.setattr(plots, "available", lambda: False)
     out = tmp_path / "out"

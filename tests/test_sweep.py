@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lra import sweep
 from lra.errors import LRAError
+from lra.experiments import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

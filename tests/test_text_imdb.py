@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lra import config, data, train
+from lra import data
+from lra.training import config, train
 
 ARCHIVE = os.environ.get("LRA_IMDB_ARCHIVE", "")
 pytestmark = pytest.mark.skipif(not Path(ARCHIVE).is_file(), reason="LRA_IMDB_ARCHIVE not set")

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from lra import config, train
 from lra.data import store
 from lra.errors import LRAError
+from lra.training import config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"elapsed_seconds"}
@@ -118,7 +118,7 @@ def test_label_out_of_range_is_refused(tmp_path, monkeypatch):
 
 
 def test_rsqrt_schedule_matches_lra_formula():
-    from lra import optim
+    from lra.training import optim
 
     t = config.load("listops:size=lra").train
     lr = optim.schedule(t)

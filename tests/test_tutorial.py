@@ -21,8 +21,10 @@ import pytest
 import test_attention_conformance as conformance
 from flax import nnx
 
-from lra import attention, cli, config, report, train
+from lra import attention, cli
 from lra.attention.base import dense_attention
+from lra.experiments import report
+from lra.training import config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "adding-attention.md"

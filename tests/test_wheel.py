@@ -1,4 +1,5 @@
-"""The wheel works outside the checkout: configs and kernels ship as lra.configs and lra.kernels.
+"""The wheel works outside the checkout: configs and kernels ship as lra.configs and lra.kernels;
+and the installed package keeps the layers of pyproject.toml's import-linter contracts.
 
 The wheel is built from a copy of the sources (nothing is written into the checkout) and
 installed without its dependencies into a fresh venv in a temporary folder; the dependencies
@@ -56,11 +57,11 @@ def installed(tmp_path_factory):
     (target / "_lra_test_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     work = tmp / "outside"
     work.mkdir()
-    return python, wheel, work
+    return python, wheel, work, target
 
 
 def test_wheel_has_no_generic_top_level_names(installed):
-    _, wheel, _ = installed
+    _, wheel, _, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"lra"}
@@ -68,7 +69,7 @@ def test_wheel_has_no_generic_top_level_names(installed):
 
 
 def test_declared_dependencies_cover_the_imports(installed):
-    _, wheel, _ = installed
+    _, wheel, _, _ = installed
     with zipfile.ZipFile(wheel) as z:
         meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     required = {line.split(":", 1)[1].strip().split(">")[0].split("=")[0].split(";")[0].strip()
@@ -79,7 +80,7 @@ def test_declared_dependencies_cover_the_imports(installed):
 
 
 def test_cli_runs_from_the_wheel_outside_the_checkout(installed, tmp_path):
-    python, _, work = installed
+    python, _, work, _ = installed
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["LRA_DATA_DIR"] = str(tmp_path / "data")
     lra = [str(python), "-m", "lra.cli"]
@@ -105,3 +106,22 @@ def test_cli_runs_from_the_wheel_outside_the_checkout(installed, tmp_path):
         run(lra + ["train", "--config", spec, "--workdir", str(workdir)], cwd=work, env=env)
         summary = json.loads((workdir / "summary.json").read_text())
         assert summary["status"] == "ok" and summary["steps"] == steps
+
+
+def test_the_layers_hold_in_the_installed_package(installed):
+    """import-linter reads the package from disk, so it runs on the installed copy, where
+    configs and kernels sit inside lra/; a forbidden import planted there must be named."""
+    python, _, work, site = installed
+    lint = [str(python), "-c", "import sys; from importlinter.cli import lint_imports_command; "
+            "sys.exit(lint_imports_command())", str(ROOT / "pyproject.toml")]
+    ok = run(lint, cwd=work, check=False)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    assert "Contracts: 4 kept, 0 broken" in ok.stdout
+    planted = site / "lra" / "kernels" / "_planted.py"
+    planted.write_text("from lra.errors import LRAError\n")
+    try:
+        broken = run(lint, cwd=work, check=False)
+    finally:
+        planted.unlink()
+    assert broken.returncode != 0
+    assert "lra.kernels._planted -> lra.errors" in broken.stdout

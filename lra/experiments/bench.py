@@ -28,8 +28,9 @@ import time
 import jax
 import numpy as np
 
-from lra import attention, config, data
+from lra import attention, data
 from lra.errors import LRAError, is_oom
+from lra.training import config
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def bench_config(task: str, model: str, length: int, batch: int, size: str, over
 def measure(task: str, model: str, length: int, batch: int, size: str = "nystrom",
             steps: int = 5, warmup: int = 2, overrides: dict | None = None) -> dict:
     """One measurement in this process (call it in a fresh one: see `run`)."""
-    from lra import train
+    from lra.training import train
 
     c = bench_config(task, model, length, batch, size, overrides or {})
     shape = data.info(task)  # the task's vocabulary, classes and number of sequences
@@ -92,7 +93,7 @@ def run_one(task, model, length, batch, size, steps, warmup, overrides, timeout)
     job = json.dumps(dict(task=task, model=model, length=length, batch=batch, size=size,
                           steps=steps, warmup=warmup, overrides=overrides))
     try:
-        proc = subprocess.run([sys.executable, "-m", "lra.bench", job], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "lra.experiments.bench", job], capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"model": model, "length": length, "status": "timeout"}

@@ -38,7 +38,7 @@ from pathlib import Path
 from lra import data
 from lra.atomic import atomic_path
 from lra.errors import LRAError
-from lra.workdir import flatten, read_json
+from lra.training.workdir import flatten, read_json
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ def write(report: Report, out: str | Path, plots: bool = True,
         sections.append(markdown(table))
     figures = []
     if plots:
-        from lra import plots as figs
+        from lra.experiments import plots as figs
 
         if figs.available():
             figures = figs.report_figures(report, out)

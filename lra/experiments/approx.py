@@ -91,10 +91,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lra import attention, config
+from lra import attention
 from lra.attention.base import AttentionConfig, dense_attention, mask_value
 from lra.errors import LRAError
-from lra.report import Table, csv_text, markdown, write_text
+from lra.experiments.report import Table, csv_text, markdown, write_text
+from lra.training import config
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def checkpoint_inputs(workdir: str | Path, examples: int):
     """(b): per layer, the (q, k, v, mask) of a trained run's validation examples, its
     AttentionConfig, the run's config and the run's trained method."""
     from lra.data import pipeline
-    from lra.evaluate import restore
+    from lra.experiments.evaluate import restore
     from lra.models import padding_mask
 
     c, trainer, splits, _ = restore(workdir)
@@ -336,7 +337,7 @@ ERROR_LABELS = {"output": "relative error ||O' - O||_F / ||O||_F",
 
 def write(tables: list[Table], out: str | Path, measure: str = "output") -> list[Path]:
     """Each table as .md and .csv, and a plot of the random-input errors against T."""
-    from lra import plots
+    from lra.experiments import plots
 
     out = Path(out)
     written = []
@@ -367,7 +368,7 @@ def main(*, methods: str, length: int, budget: int, temperatures: str | None,
          checkpoint: str | None, examples: int, seed: int, out: str, inputs: str = "gaussian",
          measure: str = "output", delta: float = 0.5) -> tuple[list[Table], list[Path]]:
     """`lra approx`: measure and write; returns the tables and the files written."""
-    from lra.sweep import _names
+    from lra.experiments.sweep import _names
 
     if length < 2 or budget < 1 or examples < 1:
         raise LRAError("--length must be >= 2, --budget and --examples >= 1")

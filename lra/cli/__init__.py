@@ -131,41 +131,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     summary = commands.train(args.config, args.workdir, overrides)
     return 0 if summary["status"] == "ok" else 1
 
 
 def cmd_list(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     commands.print_list()
     return 0
 
 
 def cmd_sweep(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     return commands.sweep(args, overrides)
 
 
 def cmd_bench(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     commands.bench(args, overrides)
     return 0
 
 
 def cmd_demo(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     commands.demo(args.workdir, [m for m in args.models.split(",") if m], args.steps, overrides)
     return 0
 
 
 def cmd_report(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     if overrides:
         raise LRAError("lra report takes no --config overrides")
@@ -174,7 +174,7 @@ def cmd_report(args, overrides) -> int:
 
 
 def cmd_approx(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     if overrides:
         raise LRAError("lra approx takes no --config overrides")
@@ -183,14 +183,14 @@ def cmd_approx(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     commands.evaluate(args.workdir, overrides)
     return 0
 
 
 def cmd_data(args, overrides) -> int:
-    from lra import commands
+    from lra.cli import commands
 
     if args.data_command == "prepare":
         commands.prepare(args.task, args.source, args.path, args.size, overrides)
@@ -202,6 +202,3 @@ def cmd_data(args, overrides) -> int:
 COMMANDS = {"train": cmd_train, "list": cmd_list, "sweep": cmd_sweep, "bench": cmd_bench,
             "demo": cmd_demo, "report": cmd_report, "approx": cmd_approx, "eval": cmd_eval,
             "data": cmd_data}
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,12 +9,13 @@ import math
 
 import ml_collections
 
-from lra import data, optim
+from lra import data
 from lra.attention.base import IMPLS
 from lra.configs import common
 from lra.data import pathfinder, pathfinder_draw
 from lra.errors import LRAError
 from lra.models.classifier import INTERACTIONS, POOLINGS
+from lra.training import optim
 
 KIND = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
 

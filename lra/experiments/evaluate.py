@@ -27,10 +27,10 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from lra import config, train
-from lra.checkpoint import Checkpoints
 from lra.errors import LRAError
-from lra.workdir import read_json, write_json
+from lra.training import config, train
+from lra.training.checkpoint import Checkpoints
+from lra.training.workdir import read_json, write_json
 
 log = logging.getLogger(__name__)
 

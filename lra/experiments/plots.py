@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from lra.atomic import atomic_path
-from lra.workdir import read_metrics
+from lra.training.workdir import read_metrics
 
 MIB = 2**20
 

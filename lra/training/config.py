@@ -12,9 +12,10 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from lra import attention, config_schema, data
+from lra import attention, data
 from lra.configs import common, models
 from lra.errors import LRAError
+from lra.training import config_schema
 
 
 def load_file(path: Path):
@@ -123,7 +124,7 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Check the whole config before anything is written: every key against the task's
-    registered config and lra/config_schema.py, then the method's options by building its layer."""
+    registered config and lra/training/config_schema.py, then the method's options by building its layer."""
     reference = config_module(c.task).get_config(f"size={c.size}")
     config_schema.check(c, reference)
     info = attention.info(c.model.attention)

@@ -19,9 +19,10 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from lra import attention, config, data
+from lra import attention, data
 from lra.errors import LRAError, is_oom
-from lra.workdir import read_json, write_json
+from lra.training import config
+from lra.training.workdir import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +130,11 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None) 
         results[run.name] = state
         report(run, state)
     return results
+
+
+def run(tasks: str, models: str, sizes: str, seeds: str, workdir: str | Path,
+        overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Validate the grid, then run (or skip, if finished) each run; {run name: status}."""
+    runs = grid(tasks, models, sizes, seeds, overrides)
+    check(runs)
+    return execute(runs, Path(workdir))

@@ -25,11 +25,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lra import data, models, optim
-from lra.checkpoint import Checkpoints
+from lra import data, models
 from lra.data import pipeline, store
 from lra.errors import LRAError, is_oom
-from lra.workdir import check_config, read_json, read_metrics, write_json, write_metrics
+from lra.training import optim
+from lra.training.checkpoint import Checkpoints
+from lra.training.workdir import check_config, read_json, read_metrics, write_json, write_metrics
 
 log = logging.getLogger(__name__)
 

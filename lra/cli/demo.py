@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lra import attention, config, data
+from lra import attention, data
 from lra.data import store
-from lra.workdir import write_json
+from lra.training import config
+from lra.training.workdir import write_json
 
 DEMO_METHODS = ("softmax", "topk", "adamra")
 

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lra import attention, config, data
+from lra import attention, data
 from lra.data import store
+from lra.training import config
 
 console = Console()
 
@@ -35,7 +36,7 @@ def progress_bar(label: str):
 
 
 def run_config(c, workdir: str | Path) -> dict:
-    from lra import train as trainer
+    from lra.training import train as trainer
 
     if c.distributed:
         import jax
@@ -61,7 +62,7 @@ def summary_line(s: dict) -> str:
 
 
 def sweep(args, overrides: dict[str, str]) -> int:
-    from lra import sweep as sweeps
+    from lra.experiments import sweep as sweeps
 
     runs = (sweeps.from_file(args.from_file) if args.from_file else
             sweeps.grid(args.tasks, args.models, args.sizes, args.seeds, overrides))
@@ -83,8 +84,8 @@ def sweep(args, overrides: dict[str, str]) -> int:
 def bench(args, overrides: dict[str, str]) -> dict:
     import shlex
 
-    from lra import bench as benchmark
-    from lra.workdir import write_json
+    from lra.experiments import bench as benchmark
+    from lra.training.workdir import write_json
 
     models = benchmark.model_names(args.models)
 
@@ -169,7 +170,7 @@ def show_table(table) -> None:
 
 
 def report(args) -> None:
-    from lra import report as reports
+    from lra.experiments import report as reports
 
     rep, written = reports.main(args.runs, args.bench, args.out, plots=not args.no_plots)
     for table in rep.tables:
@@ -182,7 +183,7 @@ def report(args) -> None:
 
 
 def approx(args) -> None:
-    from lra import approx as approximation
+    from lra.experiments import approx as approximation
 
     tables, written = approximation.main(
         methods=args.methods, length=args.length, budget=args.budget,
@@ -194,7 +195,7 @@ def approx(args) -> None:
 
 
 def evaluate(workdir: str, overrides: dict[str, str]) -> dict:
-    from lra import evaluate as evaluation
+    from lra.experiments import evaluate as evaluation
 
     result = evaluation.evaluate(workdir, overrides)
     table = Table(title=f"{result['task']} ({result['size']}): trained with "
@@ -213,7 +214,7 @@ def evaluate(workdir: str, overrides: dict[str, str]) -> dict:
 
 
 def demo(workdir: str, methods: list[str], steps: int, overrides: dict[str, str]) -> None:
-    from lra import demo as demos
+    from lra.cli import demo as demos
 
     result = demos.run(workdir, methods, steps, overrides, run_config)
     table = Table(title=f"ListOps (generated, size=cpu), {result['wall_seconds']:.0f} s")
