@@ -112,6 +112,8 @@ def base_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.num_devices = 0  # data-parallel devices; 0 = all local devices
     c.train.aux_loss_weight = 1.0  # scale of sown auxiliary losses (e.g. routing commitment)
+    c.train.chance_margin = 0.01  # summary "learned": best val accuracy > chance + this
+    c.train.stuck_evals = 0  # stop (status stuck) after this many evals at chance loss; 0 = off
 
     c.wandb = ml_collections.ConfigDict()
     c.wandb.mode = "disabled"  # disabled | offline | online

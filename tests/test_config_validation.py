@@ -54,6 +54,13 @@ CASES = {
     "schedule=foo": (train("train.schedule=foo"), "train.schedule", "foo"),
     "num_devices=-1": (train("train.num_devices=-1"), "train.num_devices", "-1"),
     "aux_loss_weight=nan": (train("train.aux_loss_weight=nan"), "train.aux_loss_weight", "nan"),
+    "chance_margin<0": (train("train.chance_margin=-0.1"), "train.chance_margin", "-0.1"),
+    "chance_margin=1": (train("train.chance_margin=1"), "train.chance_margin", "1"),
+    "chance_margin=nan": (train("train.chance_margin=nan"), "train.chance_margin", "nan"),
+    "chance_margin=abc": (train("train.chance_margin=abc"), "train.chance_margin", "abc"),
+    "stuck_evals=-1": (train("train.stuck_evals=-1"), "train.stuck_evals", "-1"),
+    "stuck_evals=1.5": (train("train.stuck_evals=1.5"), "train.stuck_evals", "1.5"),
+    "stuck_evals=abc": (train("train.stuck_evals=abc"), "train.stuck_evals", "abc"),
     "unknown train key": (train("train.nope=1"), "train.nope", "does not exist"),
     # model.*
     "dropout=1": (train("model.dropout=1"), "model.dropout", "1"),

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,14 @@ CONFIG = {"task": "?", "size": "cpu", "seed": 0, "model": {"attention": "?", "em
 
 
 def make_run(root: Path, task, model, seed, acc, size="cpu", status="ok", config=None,
-             metrics=True):
-    folder = root / task / size / model / f"seed{seed}"
+             metrics=True, folder=None, **extra):
+    folder = root / task / size / model / (folder or f"seed{seed}")
     folder.mkdir(parents=True)
     summary = {"task": task, "model": model, "size": size, "seed": seed, "status": status,
                "test_acc": acc if status == "ok" else None}
-    if status != "ok":
+    if status not in ("ok", "stuck"):
         summary["error"] = "RESOURCE_EXHAUSTED: out of memory"
+    summary.update(extra)
     (folder / "summary.json").write_text(json.dumps(summary))
     cfg = json.loads(json.dumps(config or CONFIG))
     cfg.update(task=task, size=size, seed=seed)
@@ -78,6 +80,66 @@ def test_accuracy_table_mean_std_average_and_pathx_fail(tree):
     assert topk["Path-X"] == "70.00" and topk["Avg"] == f"{(51 + 52) / 2:.2f}"
     assert [r[0] for r in t.rows] == ["softmax", "topk"]
     assert any("ListOps, Pathfinder" in n for n in t.notes)
+
+
+def learned(flag, **summary):
+    """The keys a summary has since chance tracking (listops: 10 classes, majority 20%)."""
+    return dict(chance_accuracy=0.2, chance_loss=1.6, learned=flag, **summary)
+
+
+def test_seed_accounting_counts_every_seed_and_marks_the_stuck_ones(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "listops", "softmax", 0, 0.40, **learned(True))
+    make_run(root, "listops", "softmax", 1, None, status="stuck",
+             **learned(False, test_acc=0.19, learned_reason="val accuracy at chance"))
+    make_run(root, "listops", "softmax", 2, 0.44, **learned(True))
+    make_run(root, "listops", "linear", 0, 0.30, **learned(True))
+    make_run(root, "listops", "linear", 1, None, status="stuck", **learned(False))  # no test_acc
+    make_run(root, "listops", "linear", 1001, 0.32, folder="seed1-retry1",
+             **learned(True, reseed_of="listops/cpu/linear/seed1"))
+    bench = bench_file(tmp_path / "b.json", [("softmax", 1024, 10.0, 800),
+                                             ("linear", 1024, 50.0, 200)])
+    rep = report.build([root], [bench])
+    t = table(rep, "accuracy_cpu")
+    soft = [0.40, 0.19, 0.44]  # every seed, the stuck one included
+    std = 100 * statistics.stdev(soft)
+    assert row(t, "softmax")["ListOps"] == f"34.33 ± {std:.2f} † (2/3 learned: 42.00)"
+    lin = [0.30, 0.20, 0.32]  # the stuck seed without a test accuracy scores chance (20%)
+    std = 100 * statistics.stdev(lin)
+    assert row(t, "linear")["ListOps"] == f"27.33 ± {std:.2f} † (2/3 learned: 31.00; 1 reseed)"
+    assert row(t, "softmax")["Avg"] == "34.33"
+    assert "$\\dagger$" in report.latex(t) and "†" not in report.latex(t)
+    assert any("every finished seed (status ok or stuck)" in n for n in t.notes)
+    assert any("learned unless its best_val_acc is within 1 point" in n for n in t.notes)
+    record = next(r for r in t.records if r["model"] == "linear")
+    assert (record["listops_seeds"], record["listops_learned"], record["listops_reseeds"]) == (3, 2, 1)
+    assert record["listops_mean"] == pytest.approx(100 * statistics.fmean(lin), abs=1e-3)
+    assert record["listops_mean_learned"] == pytest.approx(31.0)
+    smat = {r["model"]: r["avg_accuracy"] for r in rep.smat["smat_cpu_text_nystrom_b4"]}
+    assert smat == pytest.approx({"softmax": 100 * statistics.fmean(soft),
+                                  "linear": 100 * statistics.fmean(lin)}, abs=1e-3)
+    text = "\n".join(rep.problems)
+    assert "softmax/seed1: did not learn (status stuck: val accuracy at chance)" in text
+    assert "linear/seed1: did not learn (status stuck)" in text
+
+
+def test_all_learned_cells_show_their_seed_count(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(root, "listops", "softmax", seed, 0.40 + seed / 50, **learned(True))
+    assert row(table(report.build([root], []), "accuracy_cpu"), "softmax")["ListOps"] == \
+        "41.00 ± 1.41 (2/2)"
+
+
+@pytest.mark.parametrize("summary, want", [
+    ({"status": "ok"}, True),  # written before chance tracking: learned
+    ({"status": "ok", "best_val_acc": 0.205, "chance_accuracy": 0.2}, False),  # within a point
+    ({"status": "ok", "best_val_acc": 0.25, "chance_accuracy": 0.2}, True),
+    ({"status": "stuck"}, False),
+    ({"status": "ok", "learned": False, "best_val_acc": 0.9, "chance_accuracy": 0.2}, False),
+])
+def test_learned_rule_for_new_and_old_summaries(summary, want):
+    assert report.Run(Path("x"), summary, {}).learned is want
 
 
 def test_writes_markdown_csv_latex_and_plots(tree, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lra import cli
 from lra.errors import LRAError
 from lra.experiments import sweep
 
@@ -89,3 +90,62 @@ def test_a_run_that_dies_without_a_summary_is_classified(tmp_path, monkeypatch, 
     run = sweep.Run("listops", "softmax", "smoke", 0)
     assert sweep.execute([run], tmp_path) == {run.name: state}
     assert json.loads((tmp_path / run.name / "summary.json").read_text())["status"] == state
+
+
+def fake_training(stuck):
+    """A `lra train` stand-in (Run.command) whose run is stuck at chance when `stuck(run)`."""
+    def command(self, workdir):
+        summary = {"task": self.task, "model": self.model, "size": self.size,
+                   "seed": self.train_seed, "status": "stuck" if stuck(self) else "ok",
+                   "test_acc": 0.1 if stuck(self) else 0.6, "chance_accuracy": 0.1,
+                   "learned": not stuck(self)}
+        path = workdir / self.name / "summary.json"
+        return [sys.executable, "-c", f"import pathlib; pathlib.Path({str(path)!r}).write_text("
+                f"{json.dumps(summary)!r})"]
+    return command
+
+
+BASE = "listops/smoke/softmax/seed"
+
+
+def test_reseed_stuck_reruns_only_the_stuck_seed_and_keeps_every_attempt(tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(sweep.Run, "command",
+                        fake_training(lambda run: run.seed == 1 and run.attempt == 0))
+    args = ["sweep", "--tasks", "listops", "--models", "softmax", "--sizes", "smoke", "--seeds",
+            "0,1,2", "--workdir", str(tmp_path), "--reseed-stuck", "1"]
+    assert cli.main(args) == 1  # seed1 stays stuck in the record
+    out = capsys.readouterr().out
+    started = [line.split(":")[0] for line in out.splitlines() if line.endswith(": start")]
+    assert started == [f"{BASE}0", f"{BASE}1", f"{BASE}2", f"{BASE}1-retry1"]
+    first = json.loads((tmp_path / f"{BASE}1/summary.json").read_text())
+    retry = json.loads((tmp_path / f"{BASE}1-retry1/summary.json").read_text())
+    assert first["status"] == "stuck" and "reseed_of" not in first
+    assert retry["status"] == "ok" and retry["seed"] == 1001
+    assert (retry["reseed_of"], retry["attempt"]) == (f"{BASE}1", 1)
+    assert f"3/4 runs ok; not ok: {BASE}1 (stuck)" in out
+
+    assert cli.main(args) == 1  # a second invocation launches nothing
+    out = capsys.readouterr().out
+    assert ": start" not in out and f"{BASE}1-retry1: skip (ok)" in out
+    assert cli.main(args[:-1] + ["-1"]) == 2
+    assert "--reseed-stuck -1" in capsys.readouterr().err
+
+
+def test_reseeds_stop_after_n_attempts_and_a_later_sweep_adds_only_missing_ones(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(sweep.Run, "command", fake_training(lambda run: run.seed == 1))
+    runs = sweep.grid("listops", "softmax", "smoke", "0,1")
+    started = []
+
+    def execute(reseed):
+        started.clear()
+        sweep.execute(runs, tmp_path, lambda run, state: state == "start" and started.append(
+            run.name.rsplit("/", 1)[1]), reseed=reseed)
+        return list(started)
+
+    assert execute(2) == ["seed0", "seed1", "seed1-retry1", "seed1-retry2"]
+    assert execute(3) == ["seed1-retry3"]
+    assert execute(1) == []
+    seeds = [json.loads(p.read_text())["seed"] for p in sorted(tmp_path.rglob("summary.json"))]
+    assert seeds == [0, 1, 1001, 2001, 3001]

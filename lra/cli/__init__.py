@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                     help="a config file whose sweep() defines the grid")
     sw.add_argument("--workdir", required=True)
     sw.add_argument("--shard", default=None, help="i/n: this machine's share of the grid")
+    sw.add_argument("--reseed-stuck", type=int, default=0, metavar="N",
+                    help="rerun a run that did not learn (status stuck) with a fresh seed, up to "
+                    "N attempts (seed<k>-retry<i>, seed k + 1000 i); every attempt is kept")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and stop")
 
     b = sub.add_parser("bench", help="speed and memory of a training step per method and length")

@@ -20,12 +20,14 @@ console = Console()
 
 @contextlib.contextmanager
 def progress_bar(label: str):
-    """A rich bar fed by the trainer's progress callback (loss, accuracy, steps/s)."""
+    """A rich bar fed by the trainer's progress callback (loss, accuracy, steps/s, and
+    `stuck?` while the validation loss sits at chance)."""
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
                    transient=False)
     def stats(m):
-        return f"loss {m['loss']:.3f}  acc {m['accuracy']:.3f}  {m['steps/s']:.1f} steps/s"
+        return (f"loss {m['loss']:.3f}  acc {m['accuracy']:.3f}  {m['steps/s']:.1f} steps/s"
+                + ("  stuck?" if m.get("stuck") else ""))
 
     if not console.is_terminal:  # logs and pipes: one plain line per log step
         yield lambda step, total, m: console.print(f"{label} {step}/{total}  {stats(m)}")
@@ -62,8 +64,11 @@ def summary_line(s: dict) -> str:
 
 
 def sweep(args, overrides: dict[str, str]) -> int:
+    from lra.errors import LRAError
     from lra.experiments import sweep as sweeps
 
+    if args.reseed_stuck < 0:
+        raise LRAError(f"--reseed-stuck {args.reseed_stuck}: expected a number of attempts >= 0")
     runs = (sweeps.from_file(args.from_file) if args.from_file else
             sweeps.grid(args.tasks, args.models, args.sizes, args.seeds, overrides))
     sweeps.check(runs)
@@ -74,8 +79,9 @@ def sweep(args, overrides: dict[str, str]) -> int:
             console.print(f"{run.name}  ({sweeps.status(workdir, run) or 'todo'})")
         console.print(f"{len(runs)} runs")
         return 0
-    results = sweeps.execute(runs, workdir, lambda run, state: console.print(f"{run.name}: {state}"))
-    bad = [name for name, state in results.items() if state != "ok"]
+    results = sweeps.execute(runs, workdir, lambda run, state: console.print(f"{run.name}: {state}"),
+                             reseed=args.reseed_stuck)
+    bad = [f"{name} ({state})" for name, state in results.items() if state != "ok"]
     console.print(f"{len(results) - len(bad)}/{len(results)} runs ok"
                   + (f"; not ok: {', '.join(bad)}" if bad else ""))
     return 0 if not bad else 1

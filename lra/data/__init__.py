@@ -126,7 +126,7 @@ def prepare(config, source: str | None = None, path: str | None = None) -> Path:
     config.data.source = source  # the prepared folder's name follows the source
     start = time.perf_counter()
     splits, meta = mod.prepare(config, source, path or config.data.get("path") or None)
-    meta = {"task": config.task, "source": source, **meta,
+    meta = {"task": config.task, "source": source, **meta, **store.chance(splits["train"]["labels"]),
             "prepare_seconds": round(time.perf_counter() - start, 2)}
     out = store.write_dataset(dataset_path(config), splits, meta)
     log.info("prepared %s in %s (%.1fs)", config.task, out, meta["prepare_seconds"])

@@ -8,7 +8,8 @@ holds a whole release in RAM:
     {split}.lengths.npy  int32[N]      real tokens per row (the padding mask comes from these)
     {split}.labels.npy   int32[N]
     {split}.inputs2.npy, {split}.lengths2.npy   second document (Retrieval only)
-    meta.json            task, source, vocab_size, num_classes, max_len, counts, ...
+    meta.json            task, source, vocab_size, num_classes, max_len, counts,
+                         chance_accuracy, chance_loss (the train label prior, `chance`), ...
 
 A dataset is written into a temporary sibling folder and renamed into place at
 the end, so nothing half-prepared is ever visible.
@@ -76,6 +77,16 @@ def write_dataset(path: Path, splits: dict[str, dict[str, np.ndarray]], meta: di
         meta = {**meta, "counts": counts}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     return path
+
+
+def chance(labels: np.ndarray) -> dict[str, float]:
+    """What a model that never learns scores: `chance_accuracy`, the majority class's share of
+    `labels` (the training labels), and `chance_loss`, the entropy of their prior in nats (the
+    cross-entropy of always predicting it: ln 2 for balanced binary labels)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    return {"chance_accuracy": float(p.max(initial=0.0)),
+            "chance_loss": float(-(p * np.log(p)).sum())}
 
 
 def read_meta(path: Path) -> dict:

@@ -4,11 +4,14 @@ Tables, each written as markdown, CSV and LaTeX:
 
 - accuracy, one per model size: LRA Table 1 (Tay et al. 2020): rows are models, columns
   ListOps, Text, Retrieval, Image, Pathfinder, Path-X and Avg; a cell is the mean ± sample
-  standard deviation (ddof=1) over seeds of the test accuracy (%) of the runs whose status
-  is ok. Avg is the mean over the tasks of the table other than Path-X (LRA Table 1
-  averages the five tasks without Path-X); it is given only for a model with all of them.
-  Path-X reads FAIL, as in LRA, when no run finished or the mean is not above chance
-  (50%) by more than CHANCE_MARGIN.
+  standard deviation (ddof=1) over seeds of the test accuracy (%) of the finished runs
+  (status ok or stuck), learned or not, and, when any summary records learning, `(k/n)`:
+  k of those n seeds learned; a cell with a seed that did not learn is marked † and gives
+  the mean over its learned seeds (see `seed_rule`). Reseed attempts (`lra sweep
+  --reseed-stuck`) are seeds of their cell. Avg is the mean over the tasks of the table
+  other than Path-X (LRA Table 1 averages the five tasks without Path-X); it is given only
+  for a model with all of them. Path-X reads FAIL, as in LRA, when no run finished or the
+  mean is not above chance (50%) by more than CHANCE_MARGIN.
 - speed and memory, one per bench group (task, size, batch, device): AdaMRA Table 2
   (Zhang et al. 2021) and LRA Table 2: at each length, training examples/s and peak
   memory as ratios to softmax; the softmax row holds the absolute values.
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 CHANCE = 0.5  # Path-X is binary
 CHANCE_MARGIN = 0.01  # Path-X below 51% mean test accuracy is FAIL
+LEARNED_MARGIN = 0.01  # a summary without `learned`: best_val_acc this close to chance is not
+COUNTED = ("ok", "stuck")  # the statuses whose runs count in a cell
 IGNORED_CONFIG = ("seed", "wandb.", "distributed", "train.num_devices")
 MIB = 2**20
 
@@ -64,8 +69,27 @@ class Run:
         return s.get("size", "?"), s.get("task", "?"), s.get("model", "?")
 
     @property
-    def ok(self) -> bool:
-        return self.summary.get("status") == "ok" and self.summary.get("test_acc") is not None
+    def accuracy(self) -> float | None:
+        """The test accuracy this run adds to its cell: a finished run's test_acc, or for a
+        stuck run that has none, its chance_accuracy (what a model at chance scores)."""
+        s = self.summary
+        if s.get("status") not in COUNTED:
+            return None
+        value = s.get("test_acc")
+        if value is None and s.get("status") == "stuck":
+            value = s.get("chance_accuracy")
+        return None if value is None else float(value)
+
+    @property
+    def learned(self) -> bool:
+        """The summary's `learned`; for one written before it existed: not stuck and best_val_acc
+        more than LEARNED_MARGIN above chance_accuracy, or either of them missing."""
+        s = self.summary
+        if "learned" in s:
+            return bool(s["learned"])
+        best, chance = s.get("best_val_acc"), s.get("chance_accuracy")
+        return s.get("status") != "stuck" and (best is None or chance is None
+                                               or best > chance + LEARNED_MARGIN)
 
 
 @dataclasses.dataclass
@@ -186,13 +210,19 @@ def load_bench(paths: list[str | Path]) -> list[BenchGroup]:
 
 # ---------------------------------------------------------------- accuracy
 
-def scores(runs: list[Run]) -> dict[tuple[str, str], list[float]]:
-    """(task, model) -> test accuracies (fractions) of the ok runs."""
+def cells(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """(task, model) -> its finished runs (status ok or stuck, with an accuracy)."""
     out = defaultdict(list)
     for run in runs:
-        if run.ok:
-            out[run.key[1:]].append(float(run.summary["test_acc"]))
+        if run.accuracy is not None:
+            out[run.key[1:]].append(run)
     return out
+
+
+def scores(runs: list[Run]) -> dict[tuple[str, str], list[float]]:
+    """(task, model) -> test accuracies (fractions) of all its finished seeds, learned or not:
+    the numbers of the table, its averages and SMAT."""
+    return defaultdict(list, {k: [r.accuracy for r in v] for k, v in cells(runs).items()})
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -234,36 +264,71 @@ def common_averages(runs: list[Run], models: list[str]) -> tuple[dict[str, float
     return avg, tasks
 
 
+def seed_note(cell: list[Run]) -> str:
+    """' (k/n)', or ' † (k/n learned: mean of the learned)' when a seed did not learn, and the
+    number of reseed attempts among the n."""
+    good = [r.accuracy for r in cell if r.learned]
+    reseeds = sum("reseed_of" in r.summary for r in cell)
+    text = f"{len(good)}/{len(cell)}"
+    if len(good) < len(cell):
+        text += f" learned: {100 * statistics.fmean(good):.2f}" if good else " learned"
+    if reseeds:
+        text += f"; {reseeds} reseed{'s' * (reseeds > 1)}"
+    return (" †" if len(good) < len(cell) else "") + f" ({text})"
+
+
+def seed_rule() -> list[str]:
+    """The caption lines that say how seeds are counted."""
+    return ["Seeds: every finished seed (status ok or stuck) counts in its cell's mean ± std, "
+            "learned or not, and so in Avg and SMAT; a stuck run without a test accuracy "
+            "scores its chance accuracy (majority class). Reseed attempts (lra sweep "
+            "--reseed-stuck) are seeds of their cell, never dropped; '1 reseed' counts them.",
+            "(k/n): k of the n seeds learned; † marks a cell with a seed that did not learn and "
+            "gives the mean over the learned ones. A seed learned unless its summary says "
+            "learned false or status stuck; a summary without `learned` (written before it "
+            "existed) learned unless its best_val_acc is within "
+            f"{100 * LEARNED_MARGIN:.0f} point of its chance_accuracy, and learned when it "
+            "has no chance_accuracy either; counts are shown once any summary of the table "
+            "records `learned` or a seed did not learn."]
+
+
 def accuracy_table(runs: list[Run], size: str) -> Table:
-    acc = scores(runs)
+    runs_of = cells(runs)
     avg, avg_tasks = averages(runs)
     columns = task_columns()
+    counted = any("learned" in r.summary or not r.learned for r in runs)
     header = ["Model", *columns.values(), "Avg"]
     rows, records = [], []
     for model in _ordered({r.key[2] for r in runs}):
-        cells, record = [model], {"model": model}
+        row, record = [model], {"model": model}
         for task in columns:
-            values = acc.get((task, model), [])
+            cell = runs_of.get((task, model), [])
+            values = [r.accuracy for r in cell]
+            good = [r.accuracy for r in cell if r.learned]
             mean, std = mean_std(values) if values else (None, None)
             tried = any(r.key[1:] == (task, model) for r in runs)
             if task == "pathx" and tried and pathx_failed(values):
-                cells.append("FAIL")
+                text = "FAIL"
             elif values:
-                cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1
-                             else f"{100 * mean:.2f}")
+                text = (f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1
+                        else f"{100 * mean:.2f}")
             else:
-                cells.append("–")
+                text = "–"
+            row.append(text + (seed_note(cell) if cell and counted else ""))
             record.update({f"{task}_mean": _pct(mean), f"{task}_std": _pct(std),
-                           f"{task}_seeds": len(values)})
-        cells.append(f"{100 * avg[model]:.2f}" if model in avg else "–")
+                           f"{task}_seeds": len(values), f"{task}_learned": len(good),
+                           f"{task}_mean_learned": _pct(statistics.fmean(good) if good else None),
+                           f"{task}_reseeds": sum("reseed_of" in r.summary for r in cell)})
+        row.append(f"{100 * avg[model]:.2f}" if model in avg else "–")
         record["avg"] = _pct(avg.get(model))
-        rows.append(cells)
+        rows.append(row)
         records.append(record)
-    notes = [f"Test accuracy (%), mean ± std over seeds (runs with status ok), size={size}.",
+    notes = [f"Test accuracy (%), mean ± std over seeds (runs with status ok or stuck), "
+             f"size={size}.",
              "Avg: mean over " + (", ".join(columns[t] for t in avg_tasks) or "no task")
              + " (Path-X excluded, as in LRA Table 1); – where a model lacks one of them.",
              "Path-X FAIL: no finished run or mean test accuracy <= "
-             f"{100 * (CHANCE + CHANCE_MARGIN):.0f}%."]
+             f"{100 * (CHANCE + CHANCE_MARGIN):.0f}%.", *seed_rule()]
     return Table(f"accuracy_{size}", f"LRA accuracy (size={size})", header, rows, records, notes)
 
 
@@ -281,12 +346,16 @@ def missing(runs: list[Run], size: str) -> list[str]:
     for task in tasks:
         for model in models:
             if not acc.get((task, model)):
-                out.append(f"{task}/{size}/{model}: no finished run (status ok)")
+                out.append(f"{task}/{size}/{model}: no finished run (status ok or stuck)")
     for run in runs:
         status = run.summary.get("status", "?")
-        if status != "ok":
+        if status not in COUNTED:
             error = run.summary.get("error")
             out.append(f"{run.path}: status {status}" + (f" ({error})" if error else ""))
+        elif not run.learned:
+            reason = run.summary.get("learned_reason")
+            out.append(f"{run.path}: did not learn (status {status}"
+                       + (f": {reason})" if reason else ")"))
     absent = [columns[t] for t in columns if t not in tasks]
     if absent:
         out.append(f"size={size}: no runs for {', '.join(absent)}")
@@ -377,7 +446,8 @@ def smat_table(name: str, avg: dict[str, float], acc_size: str, group: BenchGrou
              "memory M and LRA average accuracy A, each min-max normalised across these models.",
              f"Speed and memory: {group.task}, size={group.size}, batch {group.batch}, "
              f"length {length}; accuracy: size={acc_size}, mean over "
-             f"{', '.join(data.info(t).column for t in tasks)}."]
+             f"{', '.join(data.info(t).column for t in tasks)}. Accuracies are the accuracy "
+             "table's means, over every finished seed, learned or not."]
     if left_out:
         notes.append(f"Left out (no LRA average or no bench result): {', '.join(left_out)}.")
     table = Table(name, f"SMAT (accuracy size={acc_size}, "
@@ -434,7 +504,8 @@ def markdown(table: Table) -> str:
 def latex(table: Table) -> str:
     def tex(text: str) -> str:
         for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"),
-                     ("#", "\\#"), ("±", "$\\pm$"), ("×", "$\\times$"), ("–", "--")):
+                     ("#", "\\#"), ("±", "$\\pm$"), ("×", "$\\times$"), ("–", "--"),
+                     ("†", "$\\dagger$")):
             text = text.replace(a, b)
         return text
 

@@ -7,6 +7,12 @@ whose summary says ok, diverged or oom, and resumes the others from their latest
 checkpoint (the trainer does that). A config file may define the grid itself
 through a `sweep()` function returning dicts with task, model, size, seed and
 optional overrides.
+
+With `reseed` (`--reseed-stuck N`), after the grid each run that did not learn (status
+stuck, or learned false) is rerun with a fresh seed, up to N attempts, until one learns:
+attempt i of `seed<k>` is `seed<k>-retry<i>`, trained with seed k + RESEED * i, and its
+summary gets `reseed_of` (the first run's name) and `attempt`. Every attempt stays in the
+workdir (the report counts each as a seed of its cell); a rerun skips finished attempts.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from lra.training.workdir import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("ok", "diverged", "oom")
+RESEED = 1000  # attempt i of seed k trains with seed k + RESEED * i
+
+FINISHED = ("ok", "diverged", "oom", "stuck")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +44,21 @@ class Run:
     size: str
     seed: int
     overrides: tuple[tuple[str, str], ...] = ()
+    attempt: int = 0  # reseed attempt; 0 is the grid's run
 
     @property
     def name(self) -> str:
-        return f"{self.task}/{self.size}/{self.model}/seed{self.seed}"
+        first = f"{self.task}/{self.size}/{self.model}/seed{self.seed}"
+        return first + (f"-retry{self.attempt}" if self.attempt else "")
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed + RESEED * self.attempt
 
     def command(self, workdir: Path) -> list[str]:
         args = [sys.executable, "-m", "lra.cli", "train",
                 "--config", f"{self.task}:model={self.model},size={self.size}",
-                f"--config.seed={self.seed}", "--workdir", str(workdir / self.name)]
+                f"--config.seed={self.train_seed}", "--workdir", str(workdir / self.name)]
         return args + [f"--config.{k}={v}" for k, v in self.overrides]
 
 
@@ -100,41 +114,75 @@ def shard(runs: list[Run], spec: str | None) -> list[Run]:
     return runs[i::n]
 
 
-def status(workdir: Path, run: Run) -> str | None:
+def summary(workdir: Path, run: Run) -> dict | None:
     path = workdir / run.name / "summary.json"
-    return read_json(path).get("status") if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
-def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None) -> dict[str, str]:
-    """Run each run in its own process; a crash or OOM is recorded and the sweep goes on."""
-    results = {}
+def status(workdir: Path, run: Run) -> str | None:
+    return (summary(workdir, run) or {}).get("status")
+
+
+def not_learned(workdir: Path, run: Run) -> bool:
+    """The run finished without learning: status stuck, or learned false."""
+    s = summary(workdir, run) or {}
+    return s.get("status") == "stuck" or s.get("learned") is False
+
+
+def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
+            reseed: int = 0) -> dict[str, str]:
+    """Run each run in its own process; a crash or OOM is recorded and the sweep goes on.
+    Then rerun each run that did not learn with a fresh seed, up to `reseed` attempts."""
+    runs = list(runs)
+    results = {run.name: execute_one(run, workdir, report) for run in runs}
     for run in runs:
-        done = status(workdir, run)
-        if done in FINISHED:
-            report(run, f"skip ({done})")
-            results[run.name] = done
-            continue
-        report(run, "start")
-        log_path = workdir / run.name / "train.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("a") as log:
-            proc = subprocess.run(run.command(workdir), stdout=log,
-                                  stderr=subprocess.STDOUT)
-        state = status(workdir, run)
-        if state is None:  # died before writing a summary (e.g. killed by the OOM killer)
-            last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
-            state = "oom" if is_oom(last, proc.returncode) else "failed"
-            write_json(workdir / run.name / "summary.json", {
-                "task": run.task, "model": run.model, "size": run.size, "seed": run.seed,
-                "status": state, "error": last[:500], "log": str(log_path)})
-        results[run.name] = state
-        report(run, state)
+        last = run
+        for attempt in range(1, reseed + 1):
+            if not not_learned(workdir, last):
+                break
+            last = dataclasses.replace(run, attempt=attempt)
+            results[last.name] = execute_one(last, workdir, report)
     return results
 
 
+def execute_one(run: Run, workdir: Path, report) -> str:
+    """Run `run` in its own process, or skip it if finished; its status. A reseed attempt's
+    summary gets `reseed_of` and `attempt` (also when an earlier sweep was killed first)."""
+    state = status(workdir, run)
+    if state in FINISHED:
+        report(run, f"skip ({state})")
+    else:
+        report(run, "start")
+        state = launch(run, workdir)
+        report(run, state)
+    done = summary(workdir, run)
+    if run.attempt and "reseed_of" not in done:
+        done.update(reseed_of=dataclasses.replace(run, attempt=0).name, attempt=run.attempt)
+        write_json(workdir / run.name / "summary.json", done)
+    return state
+
+
+def launch(run: Run, workdir: Path) -> str:
+    """One training process, its output in train.log; a run that dies before writing a summary
+    gets one (oom or failed, with the log's last line)."""
+    log_path = workdir / run.name / "train.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        proc = subprocess.run(run.command(workdir), stdout=log, stderr=subprocess.STDOUT)
+    state = status(workdir, run)
+    if state is None:  # died before writing a summary (e.g. killed by the OOM killer)
+        last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
+        state = "oom" if is_oom(last, proc.returncode) else "failed"
+        write_json(workdir / run.name / "summary.json", {
+            "task": run.task, "model": run.model, "size": run.size, "seed": run.train_seed,
+            "status": state, "error": last[:500], "log": str(log_path)})
+    return state
+
+
 def run(tasks: str, models: str, sizes: str, seeds: str, workdir: str | Path,
-        overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """Validate the grid, then run (or skip, if finished) each run; {run name: status}."""
+        overrides: dict[str, str] | None = None, reseed_stuck: int = 0) -> dict[str, str]:
+    """Validate the grid, then run (or skip, if finished) each run, and reseed the runs that
+    did not learn up to `reseed_stuck` times; {run name: status}."""
     runs = grid(tasks, models, sizes, seeds, overrides)
     check(runs)
-    return execute(runs, Path(workdir))
+    return execute(runs, Path(workdir), reseed=reseed_stuck)

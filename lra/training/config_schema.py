@@ -120,6 +120,8 @@ KEYS: dict[str, Rule] = {
     "train.log_every": count(1),
     "train.num_devices": count(0),
     "train.aux_loss_weight": number(0),
+    "train.chance_margin": number(0, 1),
+    "train.stuck_evals": count(0),
     "wandb.mode": one_of("disabled", "offline", "online"),
     "wandb.project": TEXT,
     "wandb.entity": TEXT,

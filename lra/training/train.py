@@ -47,10 +47,13 @@ def git_commit() -> str:
 
 
 def load_splits(config) -> tuple[dict, dict[str, dict]]:
-    """(meta, {split: arrays}) of the prepared data, labels checked against num_classes."""
+    """(meta, {split: arrays}) of the prepared data, labels checked against num_classes; the
+    chance figures of data prepared before meta.json held them come from the train labels."""
     path = data.open_dataset(config)
     meta = store.read_meta(path)
     splits = {s: store.read_split(path, s) for s in store.SPLITS}
+    if "chance_loss" not in meta:
+        meta.update(store.chance(splits["train"]["labels"]))
     for split, arrays in splits.items():
         labels = arrays["labels"]
         if len(labels) and (labels.min() < 0 or labels.max() >= meta["num_classes"]):
@@ -197,7 +200,7 @@ def train(config, workdir: str | Path, progress: Progress | None = None) -> dict
     summary_path = workdir / "summary.json"
     if summary_path.exists():
         summary = read_json(summary_path)
-        if summary.get("status") in ("ok", "diverged"):
+        if summary.get("status") in ("ok", "diverged", "stuck"):
             log.info("%s already finished (%s)", workdir, summary["status"])
             return summary
 
@@ -213,11 +216,14 @@ def train(config, workdir: str | Path, progress: Progress | None = None) -> dict
         "seed": config.seed, "params": int(trainer.num_params), "steps": 0,
         "device": f"{jax.devices()[0].device_kind} x{mesh.size}", "jax_version": jax.__version__,
         "git_commit": git_commit(), "batch_size": t.batch_size, "max_len": meta["max_len"],
+        "chance_accuracy": meta["chance_accuracy"], "chance_loss": meta["chance_loss"],
     }
     ckpt = Checkpoints(workdir / "checkpoints")
     wandb = Wandb(config, workdir)
     try:
-        summary.update(_loop(config, trainer, splits, ckpt, workdir, wandb, progress))
+        summary.update(_loop(config, trainer, splits, ckpt, workdir, wandb, progress,
+                             meta["chance_loss"]))
+        summary.update(learned(summary["best_val_acc"], meta["chance_accuracy"], t.chance_margin))
     except Exception as e:  # recorded, then re-raised for the caller (the sweep reads the status)
         summary.update(status="oom" if is_oom(str(e)) else "failed",
                        error=str(e).splitlines()[0][:500])
@@ -230,7 +236,32 @@ def train(config, workdir: str | Path, progress: Progress | None = None) -> dict
     return summary
 
 
-def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wandb, progress):
+def learned(best_val_acc: float | None, chance_accuracy: float, margin: float) -> dict:
+    """{"learned": bool}, and a one-line "learned_reason" when the best validation accuracy is
+    not more than `margin` above chance."""
+    if best_val_acc is None:
+        return {"learned": False, "learned_reason": "no validation accuracy (no evaluation ran)"}
+    if best_val_acc > chance_accuracy + margin:
+        return {"learned": True}
+    where = "below" if best_val_acc < chance_accuracy - margin else f"within {100 * margin:.1f} points of"
+    return {"learned": False,
+            "learned_reason": f"best val {best_val_acc:.1%} is {where} chance {chance_accuracy:.1%} "
+                              "(majority class of the training labels)"}
+
+
+def at_chance(rows: list[dict], warmup_steps: int, chance_loss: float) -> int:
+    """How many of the last evaluations (after warm-up) had a validation loss within 1% of
+    `chance_loss`, the loss of predicting the training label prior."""
+    streak = 0
+    for row in reversed(rows):
+        if row["step"] <= warmup_steps or abs(row["val_loss"] - chance_loss) > 0.01 * chance_loss:
+            break
+        streak += 1
+    return streak
+
+
+def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wandb, progress,
+          chance_loss: float):
     t = config.train
     first = pipeline.train_batch(splits["train"], 0, t.batch_size, config.seed)
     compile_seconds = trainer.compile(first)
@@ -263,13 +294,7 @@ def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wa
         train_acc = float(np.mean([m["accuracy"] for m in fetched]))
         pending = []
         rate = len(fetched) / max(now - window_start, 1e-9)
-        if progress:
-            progress(done, t.steps, {"loss": train_loss, "accuracy": train_acc, "steps/s": rate})
-        if not math.isfinite(train_loss):
-            status = "diverged"
-            log.warning("non-finite loss at step %d: run diverged", done)
-            break
-        if done % t.eval_every == 0 or done == t.steps:
+        if math.isfinite(train_loss) and (done % t.eval_every == 0 or done == t.steps):
             val = trainer.evaluate(splits["val"], t.eval_batches)
             row = {"step": done, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"],
@@ -285,6 +310,19 @@ def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wa
             wandb.log({k: v for k, v in row.items() if k != "step"}, done)
             record["train_seconds"] = time.perf_counter() - began
             ckpt.save_latest(done, trainer.checkpoint_state(), {**record, "step": done})
+        streak = at_chance(rows, t.warmup_steps, chance_loss)
+        if progress:
+            progress(done, t.steps, {"loss": train_loss, "accuracy": train_acc, "steps/s": rate,
+                                     "stuck": streak > 0})
+        if not math.isfinite(train_loss):
+            status = "diverged"
+            log.warning("non-finite loss at step %d: run diverged", done)
+            break
+        if 0 < t.stuck_evals <= streak:
+            status = "stuck"
+            log.warning("validation loss within 1%% of chance (%.4f) for %d evaluations: run stuck "
+                        "at step %d", chance_loss, streak, done)
+            break
         window_start = time.perf_counter()
 
     return {
