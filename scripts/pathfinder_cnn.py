@@ -55,7 +55,7 @@ def load(args) -> tuple[dict, dict]:
     c.data.difficulty, c.data.style = args.difficulty, args.style
     c.data.num_train, c.data.num_val, c.data.num_test = args.train, args.val, args.val
     path = data.open_dataset(c)
-    splits = {s: store.read_split(path, s) for s in ("train", "val", "test")}
+    splits = {s: store.read_split(path, s) for s in store.SPLITS}
     images = {s: np.asarray(v["inputs"], np.float32).reshape(-1, 32, 32) for s, v in splits.items()}
     mean, std = images["train"].mean(), images["train"].std()
     return ({s: (x - mean) / std for s, x in images.items()},

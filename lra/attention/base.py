@@ -18,8 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra.errors import LRAError
-
-IMPLS = ("auto", "xla", "pallas")
+from lra.kernels._common import IMPLS
 
 
 @dataclasses.dataclass(frozen=True)
