@@ -22,7 +22,7 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     assert names["summary"]["status"] == "ok" and names["summary"]["steps"] == 100
     assert names["statuses"] == {"listops/smoke/softmax/seed0": "ok", "listops/smoke/topk/seed0": "ok"}
     assert (tmp_path / "runs/report/accuracy_smoke.md").exists()
-    assert len(names["report"].tables) == 1
+    assert [t.name for t in names["report"].tables] == ["accuracy_smoke", "expected_smoke"]
 
 
 def test_the_package_face_is_lazy_and_complete():

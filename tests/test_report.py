@@ -295,7 +295,8 @@ def test_sizes_make_separate_tables(tmp_path):
     make_run(root, "listops", "softmax", 0, 0.4, size="cpu")
     make_run(root, "listops", "softmax", 0, 0.5, size="smoke")
     rep = report.build([root], [])
-    assert sorted(t.name for t in rep.tables) == ["accuracy_cpu", "accuracy_smoke"]
+    assert sorted(t.name for t in rep.tables) == ["accuracy_cpu", "accuracy_smoke", "expected_cpu",
+                                                  "expected_smoke"]
     assert row(table(rep, "accuracy_smoke"), "softmax")["ListOps"] == "50.00"
 
 
@@ -334,3 +335,73 @@ def test_without_matplotlib_tables_are_written_and_plots_skipped(tree, tmp_path,
     report.write(report.build([tree], []), out)
     assert (out / "accuracy_cpu.md").exists() and not list(out.glob("*.png"))
     assert "plots skipped: matplotlib is not installed" in (out / "report.md").read_text()
+
+
+def curve(folder: Path, points, train_seconds=None):
+    """Write metrics.jsonl: (step, val_accuracy) evaluations, a training-log row between
+    each; and train_seconds, steps into summary.json."""
+    rows = []
+    for step, acc in points:
+        rows += [{"step": step - 1, "train_loss": 1.0},
+                 {"step": step, "val_accuracy": acc, "elapsed_seconds": step / 2}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.update(steps=points[-1][0], train_seconds=train_seconds, device="cpu x1")
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_expected_milestones_take_the_evaluation_at_or_just_after_each_step(tmp_path):
+    """train.steps 100: 10% is the evaluation at step 10, 25% the one at 30 (none at 25),
+    50% the one at 60, 100% the last."""
+    root = tmp_path / "runs"
+    run = make_run(root, "listops", "softmax", 0, 0.4, metrics=False)
+    curve(run, [(10, 0.11), (20, 0.22), (30, 0.33), (60, 0.66), (100, 0.4)], train_seconds=25.0)
+    t = table(report.build([root], []), "expected_cpu")
+    assert t.header == ["Task", "Model", "Seeds", "val % at 10%", "val % at 25%", "val % at 50%",
+                        "val % at 100%", "s/step", "Device"]
+    assert t.rows == [["listops", "softmax", "1", "11.00 @10", "33.00 @30", "66.00 @60",
+                       "40.00 @100", "0.25", "cpu x1"]]
+    (record,) = t.records
+    assert (record["val_25_step"], record["val_25_mean"]) == (30, 33.0)
+
+
+def test_expected_is_mean_and_std_over_seeds(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (acc, seconds) in enumerate([(0.40, 20.0), (0.42, 30.0)]):
+        run = make_run(root, "listops", "softmax", seed, acc, metrics=False)
+        curve(run, [(10, acc / 2), (25, acc / 2), (50, acc), (100, acc)], train_seconds=seconds)
+    (cells,) = table(report.build([root], []), "expected_cpu").rows
+    assert cells[2:5] == ["2", "20.50 ± 0.71 @10", "20.50 ± 0.71 @25"]
+    assert cells[6] == "41.00 ± 1.41 @100"  # sample std of 40 and 42
+    assert cells[7] == f"0.25 ± {statistics.stdev([0.2, 0.3]):.3g}"
+
+
+def test_expected_without_a_late_enough_evaluation_is_na(tmp_path):
+    """A stuck run stopped at step 40 of 100 has nothing at 50% or 100%: n/a alone, and
+    beside a seed that has one, the mean of that seed with (1/2)."""
+    root = tmp_path / "runs"
+    stuck = make_run(root, "listops", "softmax", 0, None, status="stuck", metrics=False,
+                     **learned(False, test_acc=0.2))
+    curve(stuck, [(10, 0.2), (20, 0.2), (40, 0.2)])  # no train_seconds: elapsed / step
+    rep = report.build([root], [])
+    assert table(rep, "expected_cpu").rows[0][3:] == ["20.00 @10", "20.00 @40", "n/a", "n/a",
+                                                      "0.5", "cpu x1"]
+    ok = make_run(root, "listops", "softmax", 1, 0.4, metrics=False, **learned(True))
+    curve(ok, [(10, 0.3), (50, 0.4), (100, 0.5)], train_seconds=50.0)
+    row = table(report.build([root], []), "expected_cpu").rows[0]
+    assert row[2] == "2 (1 learned)"
+    assert row[5:7] == ["40.00 (1/2) @50", "50.00 (1/2) @100"]
+
+
+def test_expected_option_writes_the_page_with_its_command(tree, tmp_path, capsys):
+    page, out = tmp_path / "docs" / "expected.md", tmp_path / "out"
+    args = ["report", str(tree), "--out", str(out), "--no-plots", "--expected", str(page)]
+    assert cli.main(args) == 0
+    text = page.read_text()
+    assert text.startswith("# Expected curves\n")
+    assert f"Made by `lra {' '.join(args)}`" in text
+    assert "## Expected curves (size=cpu)" in text and "| listops | softmax | 2 |" in text
+    assert "accuracy_cpu" not in text and "| Model | ListOps |" not in text
+    assert {"expected_cpu.md", "expected_cpu.csv", "expected_cpu.tex"} <= {p.name for p in out.iterdir()}
+    assert f"Made by `lra {' '.join(args)}`" in (out / "report.md").read_text()
+    assert str(page) in capsys.readouterr().out

@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--bench", action="append", default=[], help="a bench.json (repeatable)")
     r.add_argument("--out", default="report", help="folder for the tables and plots")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--expected", default=None, metavar="FILE",
+                   help="also write FILE: a markdown page of the expected-curves tables "
+                   "(e.g. docs/expected.md)")
 
     a = sub.add_parser("approx", help="relative error of each method's attention output "
                        "(or matrix) against exact softmax")

@@ -178,14 +178,16 @@ def show_table(table) -> None:
 def report(args) -> None:
     from lra.experiments import report as reports
 
-    rep, written = reports.main(args.runs, args.bench, args.out, plots=not args.no_plots)
+    rep, written = reports.main(args.runs, args.bench, args.out, plots=not args.no_plots,
+                                expected=args.expected)
     for table in rep.tables:
         show_table(table)
     if not rep.tables:
         console.print("no tables: no finished runs and no bench results")
     for problem in rep.problems:
         console.print(f"[yellow]missing:[/yellow] {problem}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {len(written)} files to {args.out}", soft_wrap=True)
+    where = args.out + (f" and {args.expected}" if args.expected else "")
+    console.print(f"wrote {len(written)} files to {where}", soft_wrap=True)
 
 
 def approx(args) -> None:

@@ -15,6 +15,9 @@ Tables, each written as markdown, CSV and LaTeX:
 - speed and memory, one per bench group (task, size, batch, device): AdaMRA Table 2
   (Zhang et al. 2021) and LRA Table 2: at each length, training examples/s and peak
   memory as ratios to softmax; the softmax row holds the absolute values.
+- expected curves, one per model size: per task x model, the validation accuracy (%) at 10,
+  25, 50 and 100% of train.steps (the first evaluation at or after each milestone step) and
+  the seconds per training step, mean ± std over seeds, with the device that ran them.
 - SMAT (AdaMRA Eq. 10): with S, M and A the examples/s, the peak memory and the LRA
   average accuracy min-max normalised across the models of the table,
   SMAT = S + (1 - M) + A. Speed and memory are taken at the longest length at which every
@@ -41,7 +44,7 @@ from pathlib import Path
 from lra import data
 from lra.atomic import atomic_path
 from lra.errors import LRAError
-from lra.training.workdir import flatten, read_json
+from lra.training.workdir import flatten, read_json, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ LEARNED_MARGIN = 0.01  # a summary without `learned`: best_val_acc this close to
 COUNTED = ("ok", "stuck")  # the statuses whose runs count in a cell
 IGNORED_CONFIG = ("seed", "wandb.", "distributed", "train.num_devices")
 MIB = 2**20
+MILESTONES = (0.1, 0.25, 0.5, 1.0)  # fractions of train.steps in the expected-curves table
 
 
 def mib(nbytes: float) -> str:
@@ -362,6 +366,78 @@ def missing(runs: list[Run], size: str) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------- expected curves
+
+def milestones(run: Run) -> list[dict | None]:
+    """For each of MILESTONES, the first evaluation row (metrics.jsonl) at or after that
+    fraction of the configured train.steps (the summary's steps without a config), or None."""
+    total = run.config.get("train.steps") or run.summary.get("steps") or 0
+    rows = [r for r in read_metrics(run.path) if r.get("val_accuracy") is not None]
+    return [next((r for r in rows if r["step"] >= f * total), None) for f in MILESTONES]
+
+
+def step_seconds(run: Run) -> float | None:
+    """train_seconds / steps of the summary, else elapsed_seconds / step of the last evaluation."""
+    s = run.summary
+    if s.get("train_seconds") and s.get("steps"):
+        return s["train_seconds"] / s["steps"]
+    rows = [r for r in read_metrics(run.path) if r.get("elapsed_seconds") and r.get("step")]
+    return rows[-1]["elapsed_seconds"] / rows[-1]["step"] if rows else None
+
+
+def spread(values: list[float | None], n: int, fmt: str) -> str:
+    """'mean ± std' of the values present, '(k/n)' when only k of the n seeds have one."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    mean, std = mean_std(values)
+    text = format(mean, fmt) + (f" ± {std:{fmt}}" if len(values) > 1 else "")
+    return text + (f" ({len(values)}/{n})" if len(values) < n else "")
+
+
+def expected_table(runs: list[Run], size: str) -> Table:
+    """Validation accuracy at MILESTONES and seconds per step, per task x model of one size."""
+    runs_of = cells(runs)
+    labels = [f"{100 * f:g}%" for f in MILESTONES]
+    header = ["Task", "Model", "Seeds", *(f"val % at {m}" for m in labels), "s/step", "Device"]
+    rows, records = [], []
+    for task in task_columns():
+        for model in _ordered({m for t, m in runs_of if t == task}):
+            cell = runs_of[(task, model)]
+            n, good = len(cell), sum(r.learned for r in cell)
+            picked = [milestones(r) for r in cell]
+            seconds = [step_seconds(r) for r in cell]
+            devices = ", ".join(sorted({str(r.summary.get("device", "?")) for r in cell}))
+            row = [task, model, str(n) if good == n else f"{n} ({good} learned)"]
+            record = {"task": task, "model": model, "seeds": n, "learned": good}
+            for i, label in enumerate(labels):
+                at = [p[i] for p in picked]
+                accs = [None if r is None else 100 * r["val_accuracy"] for r in at]
+                steps = sorted({r["step"] for r in at if r is not None})
+                row.append(spread(accs, n, ".2f") + (f" @{'/'.join(map(str, steps))}" if steps
+                                                    else ""))
+                present = [a for a in accs if a is not None]
+                mean, std = mean_std(present) if present else (None, None)
+                key = f"val_{label[:-1]}"
+                record.update({f"{key}_step": steps[-1] if steps else None,
+                               f"{key}_mean": None if mean is None else round(mean, 4),
+                               f"{key}_std": None if std is None else round(std, 4),
+                               f"{key}_seeds": len(present)})
+            row += [spread(seconds, n, ".3g"), devices]
+            present = [s for s in seconds if s is not None]
+            record.update(step_seconds=round(statistics.fmean(present), 6) if present else None,
+                          device=devices)
+            rows.append(row)
+            records.append(record)
+    notes = [f"Validation accuracy (%) of the runs of size={size} with status ok or stuck, mean ± "
+             "std over seeds, at 10, 25, 50 and 100% of train.steps: the first evaluation at or "
+             "after that step (@ gives its step; evaluations come every train.eval_every steps); "
+             "n/a: no evaluation that late; (k/n): only k of the n seeds have one.",
+             "s/step: train_seconds / steps of summary.json (else elapsed_seconds / step of the "
+             "last evaluation), on the device that ran them; it scales with the machine."]
+    return Table(f"expected_{size}", f"Expected curves (size={size})", header, rows, records, notes)
+
+
 # ---------------------------------------------------------------- speed and memory
 
 def _ok(row: dict | None) -> bool:
@@ -467,6 +543,7 @@ def build(run_paths: list[str | Path], bench_paths: list[str | Path]) -> Report:
     tables, smat = [], {}
     for size in sorted(by_size):
         tables.append(accuracy_table(by_size[size], size))
+        tables.append(expected_table(by_size[size], size))
         problems += missing(by_size[size], size)
     for group in groups:
         speed = speed_table(group)
@@ -564,9 +641,30 @@ def write(report: Report, out: str | Path, plots: bool = True,
     return written
 
 
-def main(runs: list[str], bench: list[str], out: str, plots: bool = True) -> tuple[Report, list[Path]]:
-    """`lra report`: build and write the tables; returns the report and the files written."""
+def expected_page(report: Report, command: str) -> str:
+    """docs/expected.md: the expected-curves tables with how they were made and how to read them."""
+    tables = [markdown(t).replace("### ", "## ", 1) for t in report.tables
+              if t.name.startswith("expected_")]
+    intro = (f"Made by `{command}`. For each task and attention method (per model size): the "
+             "validation accuracy the runs reached at 10, 25, 50 and 100% of their configured "
+             "train.steps, mean ± std over the n seeds, and the seconds per training step on the "
+             "device that ran them. To check a run of your own with the same config, compare the "
+             "val_accuracy of its metrics.jsonl (one row per evaluation) at the step after @ "
+             "with the cell: a run far below it at the same step is off track. Seconds per step "
+             "depend on the machine (and on what else runs on it); use them for the order of "
+             "magnitude, and your own first steps for the rest.")
+    return "\n".join(["# Expected curves", "", intro, "", *tables])
+
+
+def main(runs: list[str], bench: list[str], out: str, plots: bool = True,
+         expected: str | None = None) -> tuple[Report, list[Path]]:
+    """`lra report`: build and write the tables (and with `expected`, that markdown page);
+    returns the report and the files written."""
     command = shlex.join(["lra", "report", *runs, *(a for b in bench for a in ("--bench", b)),
-                         "--out", str(out)] + ([] if plots else ["--no-plots"]))
+                         "--out", str(out)] + ([] if plots else ["--no-plots"])
+                         + (["--expected", str(expected)] if expected else []))
     report = build(runs, bench)
-    return report, write(report, out, plots, command)
+    written = write(report, out, plots, command)
+    if expected:
+        written.append(write_text(Path(expected), expected_page(report, command)))
+    return report, written
