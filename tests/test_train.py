@@ -108,6 +108,7 @@ def test_label_out_of_range_is_refused(tmp_path, monkeypatch):
     from lra import data
 
     path = data.open_dataset(c)
+    data.open_dataset(c)  # checksums verified: an edit of the same size now goes unnoticed
     labels = np.array(np.load(path / "train.labels.npy"))
     labels[3] = 12
     np.save(path / "train.labels.npy", labels)

@@ -9,6 +9,7 @@ import sys
 
 from lra.errors import LRAError
 from lra.kernels.errors import KernelError
+from lra.training.workdir import Terminated
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -118,6 +119,8 @@ def parser() -> argparse.ArgumentParser:
     prep.add_argument("--path", default=None, help="where the source data is")
     prep.add_argument("--size", default="cpu", help="config size (sets lengths and counts)")
     dsub.add_parser("info", help="what is prepared, where, sizes and counts")
+    dsub.add_parser("verify", help="check every prepared set's sizes and checksums; "
+                    "exit 1 if any is damaged")
     return p
 
 
@@ -131,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LRAError, KernelError) as e:
         print(f"lra: error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:  # SIGTERM: 128 + 15, what schedulers expect
+        print(f"lra: {e}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("lra: interrupted", file=sys.stderr)
         return 130
@@ -200,6 +206,8 @@ def cmd_data(args, overrides) -> int:
 
     if args.data_command == "prepare":
         commands.prepare(args.task, args.source, args.path, args.size, overrides)
+    elif args.data_command == "verify":
+        return commands.data_verify()
     else:
         commands.data_info()
     return 0

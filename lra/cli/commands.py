@@ -81,9 +81,12 @@ def sweep(args, overrides: dict[str, str]) -> int:
         return 0
     results = sweeps.execute(runs, workdir, lambda run, state: console.print(f"{run.name}: {state}"),
                              reseed=args.reseed_stuck)
-    bad = [f"{name} ({state})" for name, state in results.items() if state != "ok"]
-    console.print(f"{len(results) - len(bad)}/{len(results)} runs ok"
-                  + (f"; not ok: {', '.join(bad)}" if bad else ""))
+    held = [f"{name} ({state})" for name, state in results.items() if state.startswith("held")]
+    bad = [f"{name} ({state})" for name, state in results.items()
+           if state != "ok" and not state.startswith("held")]
+    console.print(f"{len(results) - len(bad) - len(held)}/{len(results)} runs ok"
+                  + (f"; not ok: {', '.join(bad)}" if bad else "")
+                  + (f"; held by another process: {', '.join(held)}" if held else ""))
     return 0 if not bad else 1
 
 
@@ -161,6 +164,20 @@ def data_info() -> None:
         table.add_row(folder.parent.name, folder.name, meta.get("source", "?"), counts,
                       str(meta.get("max_len", "?")), f"{size / 2**20:.1f} MiB")
     console.print(table if table.row_count else f"nothing prepared in {root}")
+
+
+def data_verify() -> int:
+    """Check every prepared set's sizes and checksums: one line each; 1 if any is damaged."""
+    root = store.data_dir()
+    folders = sorted(m.parent for m in root.glob("*/*/meta.json"))
+    bad = 0
+    for folder in folders:
+        damaged = store.damage(folder, full=True)
+        bad += damaged is not None
+        print(f"{folder.parent.name}/{folder.name}: " + (f"damaged: {damaged}" if damaged else "ok"))
+    if not folders:
+        print(f"nothing prepared in {root}")
+    return 1 if bad else 0
 
 
 def show_table(table) -> None:

@@ -26,6 +26,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -134,14 +135,21 @@ def prepare(config, source: str | None = None, path: str | None = None) -> Path:
 
 
 def open_dataset(config) -> Path:
-    """The prepared folder for `config`; generated data is prepared on first use."""
+    """The prepared folder for `config`; generated data is prepared on first use, and
+    prepared again when `store.damage` finds it damaged."""
     path = dataset_path(config)
+    where = config.data.get("path") or "<PATH>"
+    command = f"lra data prepare {config.task} --source {config.data.source} --path {where}"
     if store.is_prepared(path):
-        return path
+        damaged = store.damage(path)
+        if damaged is None:
+            return path
+        if config.data.source != "generate":
+            raise LRAError(f"prepared {config.task} data at {path} is damaged ({damaged}); "
+                           f"rebuild it: {command} --size {config.size}")
+        log.warning("prepared %s data at %s is damaged (%s); preparing it again",
+                    config.task, path, damaged)
+        shutil.rmtree(path)
     if config.data.source == "generate":
         return prepare(config)
-    where = config.data.get("path") or "<PATH>"
-    raise LRAError(
-        f"no prepared {config.task} data at {path}; run: "
-        f"lra data prepare {config.task} --source {config.data.source} --path {where}"
-    )
+    raise LRAError(f"no prepared {config.task} data at {path}; run: {command}")

@@ -9,14 +9,19 @@ holds a whole release in RAM:
     {split}.labels.npy   int32[N]
     {split}.inputs2.npy, {split}.lengths2.npy   second document (Retrieval only)
     meta.json            task, source, vocab_size, num_classes, max_len, counts,
-                         chance_accuracy, chance_loss (the train label prior, `chance`), ...
+                         chance_accuracy, chance_loss (the train label prior, `chance`),
+                         files ({name: {"bytes", "sha256"}}), ...
+    verified             stamp: the checksums were checked once after writing
 
 A dataset is written into a temporary sibling folder and renamed into place at
-the end, so nothing half-prepared is ever visible.
+the end, so nothing half-prepared is ever visible. `damage` checks it on open: file
+sizes always (cheap), sha256 checksums until the `verified` stamp exists.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -74,9 +79,48 @@ def write_dataset(path: Path, splits: dict[str, dict[str, np.ndarray]], meta: di
                 ):
                     raise ValueError(f"split {split}: {field} has ids outside the vocabulary")
                 np.save(tmp / f"{split}.{field}.npy", np.ascontiguousarray(array, dtype=dtype))
-        meta = {**meta, "counts": counts}
+        files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+                 for f in sorted(tmp.glob("*.npy"))}
+        meta = {**meta, "counts": counts, "files": files}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     return path
+
+
+def _sha256(f: Path) -> str:
+    with open(f, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def damage(path: Path, full: bool | None = None) -> str | None:
+    """Why the prepared folder `path` is damaged ("<file>: <why>"), or None when it is sound.
+
+    Every array must load (its header) and have the size meta.json records; with `full` (by
+    default: until the `verified` stamp exists) its sha256 must match too, and a sound folder
+    is then stamped. A folder written before sizes were recorded skips the size and checksum
+    checks.
+    """
+    try:
+        files = read_meta(path).get("files", {})
+    except (OSError, ValueError) as e:
+        return f"meta.json: unreadable ({e})"
+    stamp = path / "verified"
+    full = not stamp.is_file() if full is None else full
+    for name in sorted(set(files) | {f.name for f in path.glob("*.npy")}):
+        f, want = path / name, files.get(name)
+        if not f.is_file():
+            return f"{name}: missing"
+        if want and f.stat().st_size != want["bytes"]:
+            return f"{name}: {f.stat().st_size} bytes, meta.json records {want['bytes']}"
+        try:
+            np.load(f, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            return f"{name}: unreadable array ({str(e).splitlines()[0]})"
+        if full and want and _sha256(f) != want["sha256"]:
+            return f"{name}: sha256 differs from meta.json"
+    if full and files and not stamp.is_file():
+        with contextlib.suppress(OSError), atomic_path(stamp) as tmp:  # read-only: check next time
+            tmp.write_text("checksums verified\n")
+    return None
 
 
 def chance(labels: np.ndarray) -> dict[str, float]:

@@ -4,7 +4,8 @@ Run directories are `<workdir>/<task>/<size>/<model>/seed<k>`; each run's output
 to `train.log` there, and a run that dies early gets a summary naming its last line.
 A rerun skips runs
 whose summary says ok, diverged or oom, and resumes the others from their latest
-checkpoint (the trainer does that). A config file may define the grid itself
+checkpoint (the trainer does that); a run whose workdir another live process holds is
+skipped as `held by pid N`. A config file may define the grid itself
 through a `sweep()` function returning dicts with task, model, size, seed and
 optional overrides.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from lra import attention, data
 from lra.errors import LRAError, is_oom
 from lra.training import config
-from lra.training.workdir import read_json, write_json
+from lra.training.workdir import holder, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +149,19 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
 def execute_one(run: Run, workdir: Path, report) -> str:
     """Run `run` in its own process, or skip it if finished; its status. A reseed attempt's
     summary gets `reseed_of` and `attempt` (also when an earlier sweep was killed first)."""
-    state = status(workdir, run)
+    state, lock = status(workdir, run), holder(workdir / run.name)
     if state in FINISHED:
         report(run, f"skip ({state})")
+    elif lock is not None:
+        state = f"held by pid {lock['pid']}"
+        report(run, state)
+        return state
     else:
         report(run, "start")
         state = launch(run, workdir)
         report(run, state)
     done = summary(workdir, run)
-    if run.attempt and "reseed_of" not in done:
+    if run.attempt and done is not None and "reseed_of" not in done:
         done.update(reseed_of=dataclasses.replace(run, attempt=0).name, attempt=run.attempt)
         write_json(workdir / run.name / "summary.json", done)
     return state
@@ -169,6 +174,9 @@ def launch(run: Run, workdir: Path) -> str:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
         proc = subprocess.run(run.command(workdir), stdout=log, stderr=subprocess.STDOUT)
+    lock = holder(workdir / run.name)
+    if proc.returncode == 2 and lock is not None:  # taken by another process since we looked
+        return f"held by pid {lock['pid']}"
     state = status(workdir, run)
     if state is None:  # died before writing a summary (e.g. killed by the OOM killer)
         last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]

@@ -1,4 +1,5 @@
-"""Orbax checkpoints of a run: `latest` (for exact resume) and `best` (best validation)."""
+"""Orbax checkpoints of a run: `latest` (for exact resume; the last two are kept, so a damaged
+newest one falls back to the one before) and `best` (best validation)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from lra.errors import LRAError
+
+log = logging.getLogger(__name__)
 logging.getLogger("absl").setLevel(logging.WARNING)
 
 
-def _manager(path: Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+def _manager(path: Path, keep: int = 1) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(path.absolute(), options=options)
 
@@ -25,7 +29,8 @@ def _abstract(tree):
 
 class Checkpoints:
     def __init__(self, directory: Path):
-        self.latest = _manager(directory / "latest")
+        self.directory = directory
+        self.latest = _manager(directory / "latest", keep=2)
         self.best = _manager(directory / "best")
 
     def save_latest(self, step: int, state, meta: dict) -> None:
@@ -38,13 +43,29 @@ class Checkpoints:
         self.best.wait_until_finished()
 
     def restore_latest(self, like):
-        """(state, meta) of the newest `latest` checkpoint, shaped and sharded like `like`."""
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        out = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()))
-        return out.state, out.meta
+        """(state, meta) of the newest sound `latest` checkpoint, shaped and sharded like `like`.
+
+        One that fails to restore is skipped with a warning and the one before it tried; once one
+        restores, the damaged ones are deleted so that training saves those steps again. An
+        LRAError when none is sound."""
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            try:
+                out = self.latest.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # any orbax/tensorstore failure means a damaged checkpoint
+                why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+                log.warning("checkpoint %d in %s is damaged (%s)", step, self.directory.parent, why)
+                continue
+            for damaged in steps[:i]:  # orbax skips saving a step it already has
+                self.latest.delete(damaged)
+            if i:
+                log.warning("resuming from the earlier checkpoint %d instead", step)
+            return out.state, out.meta
+        if steps:
+            raise LRAError(f"checkpoint {steps[0]} in {self.directory.parent} is damaged and no "
+                           f"earlier one is sound; delete {self.directory} to restart from step 0")
+        return None
 
     def restore_best(self, like):
         step = self.best.latest_step()

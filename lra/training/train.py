@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +32,15 @@ from lra.data import pipeline, store
 from lra.errors import LRAError, is_oom
 from lra.training import optim
 from lra.training.checkpoint import Checkpoints
-from lra.training.workdir import check_config, read_json, read_metrics, write_json, write_metrics
+from lra.training.workdir import (
+    Terminated,
+    check_config,
+    lock,
+    read_json,
+    read_metrics,
+    write_json,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +203,21 @@ class Wandb:
 
 
 def train(config, workdir: str | Path, progress: Progress | None = None) -> dict:
-    """Run (or resume, or skip if finished) the run `config` in `workdir`; returns the summary."""
-    workdir = Path(workdir)
+    """Run (or resume, or skip if finished) the run `config` in `workdir`; returns the summary.
+    Holds the workdir's lock throughout; on SIGTERM saves `latest` at the current step and
+    raises Terminated."""
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
+    try:
+        with lock(Path(workdir)):
+            return _train(config, Path(workdir), progress, stop)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+
+
+def _train(config, workdir: Path, progress: Progress | None, stop: threading.Event) -> dict:
     config_dict = config.to_dict()
     check_config(workdir, config_dict)
     summary_path = workdir / "summary.json"
@@ -222,8 +245,10 @@ def train(config, workdir: str | Path, progress: Progress | None = None) -> dict
     wandb = Wandb(config, workdir)
     try:
         summary.update(_loop(config, trainer, splits, ckpt, workdir, wandb, progress,
-                             meta["chance_loss"]))
-        summary.update(learned(summary["best_val_acc"], meta["chance_accuracy"], t.chance_margin))
+                             meta["chance_loss"], stop))
+        if summary["status"] != "terminated":
+            summary.update(learned(summary["best_val_acc"], meta["chance_accuracy"],
+                                   t.chance_margin))
     except Exception as e:  # recorded, then re-raised for the caller (the sweep reads the status)
         summary.update(status="oom" if is_oom(str(e)) else "failed",
                        error=str(e).splitlines()[0][:500])
@@ -232,6 +257,8 @@ def train(config, workdir: str | Path, progress: Progress | None = None) -> dict
     finally:
         ckpt.close()
         wandb.finish()
+    if summary["status"] == "terminated":  # not finished: no summary, resumed by a rerun
+        raise Terminated(summary["steps"])
     write_json(summary_path, summary)
     return summary
 
@@ -261,7 +288,7 @@ def at_chance(rows: list[dict], warmup_steps: int, chance_loss: float) -> int:
 
 
 def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wandb, progress,
-          chance_loss: float):
+          chance_loss: float, stop: threading.Event):
     t = config.train
     first = pipeline.train_batch(splits["train"], 0, t.batch_size, config.seed)
     compile_seconds = trainer.compile(first)
@@ -269,19 +296,30 @@ def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wa
 
     record = {"best_val_acc": -1.0, "best_step": -1, "test_acc": None,
               "step_seconds": 0.0, "train_seconds": 0.0}
-    start_step, rows = 0, []
+    start_step, rows, pending = 0, [], []
     restored = ckpt.restore_latest(trainer.checkpoint_state())
     if restored is not None:
         trainer.state, record = restored[0], restored[1]
         start_step = record.pop("step")
+        # train metrics of the steps since the last log (a SIGTERM checkpoint), as fetched
+        pending = [{k: np.float32(v) for k, v in m.items()} for m in record.pop("pending", [])]
         rows = [r for r in read_metrics(workdir) if r["step"] <= start_step]
         write_metrics(workdir, rows)
         log.info("resumed %s at step %d", workdir, start_step)
 
     began = time.perf_counter() - record["train_seconds"]
-    pending, window_start, status = [], time.perf_counter(), "ok"
-    done = start_step
+    window_start, status = time.perf_counter(), "ok"
+    done = saved = start_step
     for step in range(start_step, t.steps):
+        if stop.is_set():  # SIGTERM: save this step (and the unlogged train metrics) and stop
+            if done > saved:
+                record["train_seconds"] = time.perf_counter() - began
+                fetched = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+                ckpt.save_latest(done, trainer.checkpoint_state(),
+                                 {**record, "step": done, "pending": fetched})
+            log.info("SIGTERM: %s stops at step %d", workdir, done)
+            status = "terminated"
+            break
         pending.append(trainer.step(pipeline.train_batch(splits["train"], step, t.batch_size,
                                                          config.seed), step))
         done = step + 1
@@ -310,6 +348,7 @@ def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wa
             wandb.log({k: v for k, v in row.items() if k != "step"}, done)
             record["train_seconds"] = time.perf_counter() - began
             ckpt.save_latest(done, trainer.checkpoint_state(), {**record, "step": done})
+            saved = done
         streak = at_chance(rows, t.warmup_steps, chance_loss)
         if progress:
             progress(done, t.steps, {"loss": train_loss, "accuracy": train_acc, "steps/s": rate,

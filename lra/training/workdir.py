@@ -1,18 +1,97 @@
-"""A run's workdir: config.json, metrics.jsonl, summary.json, checkpoints/.
+"""A run's workdir: config.json, metrics.jsonl, summary.json, checkpoints/, .lock.
 
 Every file is written atomically (temporary file + rename), so a killed run
-never leaves a half-written one.
+never leaves a half-written one. `.lock` ({host, pid, since}) marks the one
+process writing the workdir; a lock left by a dead process on this host is taken over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import logging
+import os
+import socket
 from pathlib import Path
 
 from lra.atomic import atomic_path
 from lra.errors import LRAError
 
+log = logging.getLogger(__name__)
+
 IGNORED_KEYS = ("wandb",)  # may change between a run and its resume
+LOCK = ".lock"
+
+
+class Terminated(Exception):
+    """The run stopped on SIGTERM after saving a checkpoint at `step`."""
+
+    def __init__(self, step: int):
+        super().__init__(f"terminated at step {step}; rerun the same command to resume")
+        self.step = step
+
+
+def holder(workdir: Path) -> dict | None:
+    """The lock's {host, pid, since} if another live process (or another host) holds
+    `workdir`; None if it is free or its lock was left by a dead process on this host."""
+    try:
+        info = json.loads((Path(workdir) / LOCK).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError):
+        return {"host": "?", "pid": "?", "since": "?"}  # unreadable: respected, never taken over
+    if info.get("host") != socket.gethostname():
+        return info
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return info
+
+
+def describe(workdir: Path, info: dict) -> str:
+    where = "this host" if info["host"] == socket.gethostname() else f"host {info['host']}"
+    return (f"{workdir} is in use by pid {info['pid']} on {where} since {info['since']}; "
+            "wait for it or stop it (a lock left by a dead process on this host is taken over "
+            "automatically" + ("" if where == "this host" else
+                               "; one from another host is not: delete its .lock if that run is "
+                               "dead") + ")")
+
+
+@contextlib.contextmanager
+def lock(workdir: Path):
+    """Hold `workdir` (created if missing) for this process: LRAError if another live process
+    holds it; a dead process's lock is taken over. Released (deleted) on exit."""
+    workdir = Path(workdir)
+    created = not workdir.exists()
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / LOCK
+    since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tmp = workdir / f"{LOCK}.{os.getpid()}"
+    tmp.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": since}))
+    try:
+        while True:
+            try:
+                os.link(tmp, path)  # atomic, fails if the lock exists, and never half-written
+                break
+            except FileExistsError:
+                info = holder(workdir)
+                if info is not None:
+                    raise LRAError(describe(workdir, info)) from None
+                log.warning("%s: taking over a lock left by a dead process", workdir)
+                path.unlink(missing_ok=True)
+    finally:
+        tmp.unlink()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                workdir.rmdir()  # nothing was written
 
 
 def write_json(path: Path, obj) -> None:
