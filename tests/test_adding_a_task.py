@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import doc_blocks
 import pytest
 
 from lra import cli, data
@@ -23,13 +24,9 @@ DOC = ROOT / "docs" / "adding-a-task.md"
 pytestmark = pytest.mark.slow
 
 
-def blocks(language: str) -> list[tuple[str, str]]:
-    return re.findall(rf"```({language}[^\n]*)\n(.*?)```", DOC.read_text(), re.S)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    (code,) = [body for info, body in blocks("python") if "majority.py" in info]
+    (code,) = [body for info, body in doc_blocks.blocks(DOC, "python") if "majority.py" in info]
     out = tmp_path_factory.mktemp("task")
     (out / "majority.py").write_text(code)
     return out
@@ -73,7 +70,7 @@ def test_a_config_file_path_is_enough(folder, tmp_path):
 
 
 def test_the_documented_commands_parse():
-    lines = [line for info, body in blocks("bash") for line in body.splitlines()
+    lines = [line for info, body in doc_blocks.blocks(DOC, "bash") for line in body.splitlines()
              if line.startswith("lra ")]
     assert {shlex.split(line)[1] for line in lines} == {"list", "train", "sweep", "report"}
     for line in lines:

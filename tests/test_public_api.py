@@ -1,8 +1,8 @@
 """The README's "Use from Python" example, run as written (smaller where it says so)."""
 
-import re
 from pathlib import Path
 
+import doc_blocks
 import pytest
 
 import lra
@@ -13,8 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_readme_example_runs(tmp_path, monkeypatch):
-    (code,) = [body for body in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-               if "import lra" in body]
+    (code,) = [body for _, body in doc_blocks.blocks(README, "python") if "import lra" in body]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LRA_DATA_DIR", str(tmp_path / "data"))
     names: dict = {}

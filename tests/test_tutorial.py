@@ -8,12 +8,12 @@ registry that is restored afterwards.
 
 import importlib.util
 import os
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import doc_blocks
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,14 +31,9 @@ DOC = ROOT / "docs" / "adding-attention.md"
 MODULE = "lra_tutorial_window"
 
 
-def blocks(language: str) -> list[tuple[str, str]]:
-    """(info string, body) of each fenced block of `language` in the page."""
-    return re.findall(rf"```({language}[^\n]*)\n(.*?)```", DOC.read_text(), re.S)
-
-
 @pytest.fixture(scope="module")
 def method_file(tmp_path_factory):
-    (code,) = [body for info, body in blocks("python") if "lra/attention/window.py" in info]
+    (code,) = [body for info, body in doc_blocks.blocks(DOC, "python") if "lra/attention/window.py" in info]
     folder = tmp_path_factory.mktemp("plugin")
     (folder / f"{MODULE}.py").write_text(code)
     return folder
@@ -99,7 +94,7 @@ def test_train_and_report(window, tmp_path):
 
 
 def test_documented_commands_parse():
-    lines = [line for info, body in blocks("bash") for line in body.splitlines() if line]
+    lines = [line for info, body in doc_blocks.blocks(DOC, "bash") for line in body.splitlines() if line]
     lra = [cmd[cmd.index("lra") + 1:] for cmd in map(shlex.split, lines) if "lra" in cmd]
     assert {cmd[0] for cmd in lra} == {"list", "train", "sweep", "bench", "report", "approx",
                                        "eval"}
