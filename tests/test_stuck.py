@@ -14,6 +14,7 @@ from lra import data
 from lra.data import store
 from lra.experiments import sweep
 from lra.training import config, train
+from lra.training.workdir import learned
 
 # A tiny two-class task: majority of 1s over 2s (learnable) or random labels (never learnable).
 TASK = '''
@@ -127,11 +128,11 @@ def test_a_run_that_learns_is_not_flagged(task, tmp_path):
 
 
 def test_learned_reason():
-    assert train.learned(0.503, 0.5, 0.01) == {
+    assert learned(0.503, 0.5, 0.01) == {
         "learned": False, "learned_reason": "best val 50.3% is within 1.0 points of chance 50.0% "
                                             "(majority class of the training labels)"}
-    assert train.learned(0.52, 0.5, 0.01) == {"learned": True}
-    assert train.learned(None, 0.5, 0.01)["learned"] is False
+    assert learned(0.52, 0.5, 0.01) == {"learned": True}
+    assert learned(None, 0.5, 0.01)["learned"] is False
 
 
 def test_the_progress_line_shows_stuck(capsys):

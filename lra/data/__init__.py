@@ -49,7 +49,6 @@ class Task:
     dual: bool  # two sequences per example (Retrieval)
     in_average: bool  # counted in the LRA average (Path-X is not, LRA Table 1)
     order: int  # column position in tables (the LRA paper's order for its tasks)
-    metric: str = "accuracy"  # what the report's cells are: test accuracy of the best-val checkpoint
 
     @property
     def num_classes(self) -> int:
@@ -77,10 +76,11 @@ def task(name: str, *, column: str, vocab_size: int, config: str | None = None,
 
 def _discover() -> None:
     global _discovered
-    if not _discovered:
-        _discovered = True
-        for mod in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{mod.name}")
+    if _discovered:
+        return
+    _discovered = True
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
     plugins.load()
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from lra import data
 from lra.atomic import atomic_path
 from lra.errors import LRAError
-from lra.training.workdir import flatten, read_json, read_metrics
+from lra.training.workdir import flatten, learned, read_json, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Run:
             return bool(s["learned"])
         best, chance = s.get("best_val_acc"), s.get("chance_accuracy")
         return s.get("status") != "stuck" and (best is None or chance is None
-                                               or best > chance + LEARNED_MARGIN)
+                                               or learned(best, chance, LEARNED_MARGIN)["learned"])
 
 
 @dataclasses.dataclass

@@ -35,6 +35,7 @@ from lra.training.checkpoint import Checkpoints
 from lra.training.workdir import (
     Terminated,
     check_config,
+    learned,
     lock,
     read_json,
     read_metrics,
@@ -261,19 +262,6 @@ def _train(config, workdir: Path, progress: Progress | None, stop: threading.Eve
         raise Terminated(summary["steps"])
     write_json(summary_path, summary)
     return summary
-
-
-def learned(best_val_acc: float | None, chance_accuracy: float, margin: float) -> dict:
-    """{"learned": bool}, and a one-line "learned_reason" when the best validation accuracy is
-    not more than `margin` above chance."""
-    if best_val_acc is None:
-        return {"learned": False, "learned_reason": "no validation accuracy (no evaluation ran)"}
-    if best_val_acc > chance_accuracy + margin:
-        return {"learned": True}
-    where = "below" if best_val_acc < chance_accuracy - margin else f"within {100 * margin:.1f} points of"
-    return {"learned": False,
-            "learned_reason": f"best val {best_val_acc:.1%} is {where} chance {chance_accuracy:.1%} "
-                              "(majority class of the training labels)"}
 
 
 def at_chance(rows: list[dict], warmup_steps: int, chance_loss: float) -> int:

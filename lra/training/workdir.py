@@ -139,3 +139,16 @@ def write_metrics(workdir: Path, rows: list[dict]) -> None:
     """Rewrite metrics.jsonl atomically (used to append and to truncate on resume)."""
     with atomic_path(workdir / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
+
+def learned(best_val_acc: float | None, chance_accuracy: float, margin: float) -> dict:
+    """{"learned": bool}, and a one-line "learned_reason" when the best validation accuracy is
+    not more than `margin` above chance."""
+    if best_val_acc is None:
+        return {"learned": False, "learned_reason": "no validation accuracy (no evaluation ran)"}
+    if best_val_acc > chance_accuracy + margin:
+        return {"learned": True}
+    where = "below" if best_val_acc < chance_accuracy - margin else f"within {100 * margin:.1f} points of"
+    return {"learned": False,
+            "learned_reason": f"best val {best_val_acc:.1%} is {where} chance {chance_accuracy:.1%} "
+                              "(majority class of the training labels)"}
