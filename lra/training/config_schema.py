@@ -16,6 +16,7 @@ from lra.data import pathfinder, pathfinder_draw
 from lra.errors import LRAError
 from lra.models.classifier import INTERACTIONS, POOLINGS
 from lra.training import optim
+from lra.training.workdir import flatten
 
 KIND = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
 
@@ -128,22 +129,16 @@ KEYS: dict[str, Rule] = {
 }
 
 
-def flatten(c: ml_collections.ConfigDict, prefix: str = "") -> dict:
-    """{dotted key: value}; model.attention_kwargs is one value."""
-    out = {}
-    for key, value in c.items():
-        name = prefix + key
-        if isinstance(value, ml_collections.ConfigDict) and name != "model.attention_kwargs":
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
+def values(c: ml_collections.ConfigDict) -> dict:
+    """{dotted key: value} of `c` but the method options (check_options checks those)."""
+    return {k: v for k, v in flatten(c.to_dict()).items()
+            if not k.startswith("model.attention_kwargs.")}
 
 
 def check(c: ml_collections.ConfigDict, reference: ml_collections.ConfigDict) -> None:
     """Refuse keys that `reference` (the task's registered config) lacks and values outside KEYS."""
-    known = flatten(reference)
-    for key, value in flatten(c).items():
+    known = values(reference)
+    for key, value in values(c).items():
         if key not in known:
             group = key.rpartition(".")[0]
             valid = ", ".join(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == group)
