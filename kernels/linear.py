@@ -17,12 +17,20 @@ to S or Z and receive no gradient.
 Kernels, non-causal: one kernel reduces S = k'^T v and Z over the sequence (in `splits`
 partitions, summed afterwards) and one reads out each chunk in parallel; the backward
 reuses the reduction for dS = q'^T dN and dZ = q'^T dD, and one chunk-parallel kernel
-gives dq', dk', dv. Causal: the sequence is cut into chunks of `chunk` tokens and one
-kernel per (batch, head) walks them in order carrying (S, Z), with the masked quadratic
-form inside a chunk. Its backward follows §3.3.1 (gradients as cumulative sums, with
-chunks): one kernel walks forward carrying (S, Z) for dq', one walks backward carrying
-sum_{i>=j} q'_i dN_i^T and sum_{i>=j} q'_i dD_i for dk' and dv. Here N and D are the
-numerator and denominator of out = N / D; dN = dout / D and dD = -(dout . out) / D.
+gives dq', dk', dv. Here N and D are the numerator and denominator of out = N / D;
+dN = dout / D and dD = -(dout . out) / D.
+
+Causal, in the chunkwise parallel form (§3.3 of Katharopoulos with chunks; Yang et al.
+2023, GLA, §3: FlashLinearAttention with the chunk states materialised): the sequence is
+cut into chunks of `chunk` tokens and every step is parallel over (batch, head, chunk).
+(a) One kernel gives each chunk's local sums k'_c^T v_c and sum k'_c; (b) an exclusive
+cumulative sum over chunks (XLA, O(L/chunk * F * Dv)) turns them into the states S, Z of
+the earlier chunks; (c) one kernel reads each chunk out,
+out_c = (q'_c S + tril(q'_c k'_c^T) v_c) / (q'_c Z + rowsum tril(q'_c k'_c^T) + eps).
+The backward (§3.3.1, gradients as cumulative sums) does the same: the chunk-sums kernel
+on (q', dN, dD) and a reverse exclusive cumulative sum give R = sum q'_i dN_i^T and
+r = sum q'_i dD_i over the later chunks, and one kernel per chunk combines the forward's
+prefix states (for dq'), R and r (for dk', dv) and the intra-chunk quadratic terms.
 """
 
 from __future__ import annotations
@@ -123,6 +131,12 @@ def _rows(c: int):
     return pl.BlockSpec((None, None, c), lambda b, h, i: (b, h, i))
 
 
+def _slot(*shape):
+    """Slot i (grid axis 2) of a [B, H, N, *shape] array of partial sums (one per chunk or
+    partition)."""
+    return pl.BlockSpec((None, None, None, *shape), lambda b, h, i: (b, h, i) + (0,) * len(shape))
+
+
 # ---- non-causal -------------------------------------------------------------------------
 
 
@@ -151,13 +165,11 @@ def _reduce(x, y, w, cfg: _Config):
     b, length, h, f = x.shape
     d = y.shape[-1]
     p = cfg.splits
-    part = lambda *shape: pl.BlockSpec((None, None, None, *shape),
-                                       lambda b, h, s: (b, h, s) + (0,) * len(shape))
     xy, xw = C.pallas_call(
         _reduce_kernel, cfg, (b, h, p),
         [_whole(length, f), _whole(length, d),
          pl.BlockSpec((None, None, length), lambda b, h, s: (b, h, 0))],
-        [part(f, d), part(f)],
+        [_slot(f, d), _slot(f)],
         [jax.ShapeDtypeStruct((b, h, p, f, d), jnp.float32),
          jax.ShapeDtypeStruct((b, h, p, f), jnp.float32)],
         "linear_reduce",
@@ -225,107 +237,95 @@ def _tril(c: int):
     return r[None, :] <= r[:, None]
 
 
-def _prefix_walk(k_ref, v_ref, c: int, chunk) -> None:
-    """Walk the chunks first to last, calling chunk(rows, k', v, S, z) with the chunk's k', v
-    (float32) and the sums over the earlier chunks S = sum k'_j v_j^T and z = sum k'_j."""
-
-    def body(i, carry):
-        s, z = carry
-        rows = pl.ds(i * c, c)
-        k = k_ref[rows, :].astype(jnp.float32)
-        v = v_ref[rows, :].astype(jnp.float32)
-        chunk(rows, k, v, s, z)
-        return s + C.t_mm(k, v), z + jnp.sum(k, axis=0)
-
-    f = k_ref.shape[1]
-    init = (jnp.zeros((f, v_ref.shape[1]), jnp.float32), jnp.zeros((f,), jnp.float32))
-    lax.fori_loop(0, k_ref.shape[0] // c, body, init)
+def _chunk_sums_kernel(x_ref, y_ref, w_ref, xy_ref, xw_ref, *, cfg: _Config):
+    x = x_ref[...].astype(jnp.float32)
+    xy_ref[...] = C.t_mm(x, y_ref[...].astype(jnp.float32))
+    xw_ref[...] = jnp.sum(x * w_ref[...][:, None], axis=0)
 
 
-def _causal_fwd_kernel(q_ref, k_ref, v_ref, o_ref, den_ref, *, cfg: _Config):
-    tri = _tril(cfg.chunk)
-
-    def chunk(rows, k, v, s, z):
-        q = q_ref[rows, :].astype(jnp.float32)
-        a = jnp.where(tri, C.mm_t(q, k), 0.0)
-        den = jnp.sum(q * z[None, :], axis=1) + jnp.sum(a, axis=1) + cfg.eps
-        num = C.mm(q, s) + C.mm(a, v)
-        o_ref[rows, :] = (num / den[:, None]).astype(o_ref.dtype)
-        den_ref[rows] = den
-
-    _prefix_walk(k_ref, v_ref, cfg.chunk, chunk)
-
-
-def _causal_dq_kernel(k_ref, v_ref, dn_ref, dd_ref, dq_ref, *, cfg: _Config):
-    """dq'_i = S_{<chunk} dN_i + z_{<chunk} dD_i + sum_{j<=i in chunk} (dN_i.v_j + dD_i) k'_j."""
-    tri = _tril(cfg.chunk)
-
-    def chunk(rows, k, v, s, z):
-        dn, dd = dn_ref[rows, :], dd_ref[rows]
-        da = jnp.where(tri, C.mm_t(dn, v) + dd[:, None], 0.0)
-        dq = C.mm_t(dn, s) + dd[:, None] * z[None, :] + C.mm(da, k)
-        dq_ref[rows, :] = dq.astype(dq_ref.dtype)
-
-    _prefix_walk(k_ref, v_ref, cfg.chunk, chunk)
-
-
-def _causal_dkv_kernel(q_ref, k_ref, v_ref, dn_ref, dd_ref, dk_ref, dv_ref, *, cfg: _Config):
-    """Walks chunks last to first carrying R = sum_{later i} q'_i dN_i^T and r = sum q'_i dD_i:
-    dk'_j = R v_j + r + in-chunk terms, dv_j = R^T k'_j + in-chunk terms."""
+def _chunk_sums(x, y, w, cfg: _Config):
+    """Per chunk, in parallel: (x_c^T y_c [B, H, N, F, D], x_c^T w_c [B, H, N, F])."""
+    b, length, h, f = x.shape
+    d = y.shape[-1]
     c = cfg.chunk
-    n = q_ref.shape[0] // c
-    tri = _tril(c)
+    n = length // c
+    return C.pallas_call(
+        _chunk_sums_kernel, cfg, (b, h, n),
+        [_chunks(f, c), _chunks(d, c), _rows(c)],
+        [_slot(f, d), _slot(f)],
+        [jax.ShapeDtypeStruct((b, h, n, f, d), jnp.float32),
+         jax.ShapeDtypeStruct((b, h, n, f), jnp.float32)],
+        "linear_chunk_sums",
+    )(x, y, w)
 
-    def body(step, carry):
-        r_mat, r_vec = carry
-        rows = pl.ds((n - 1 - step) * c, c)
-        q = q_ref[rows, :].astype(jnp.float32)
-        k = k_ref[rows, :].astype(jnp.float32)
-        v = v_ref[rows, :].astype(jnp.float32)
-        dn, dd = dn_ref[rows, :], dd_ref[rows]
-        a = jnp.where(tri, C.mm_t(q, k), 0.0)
-        da = jnp.where(tri, C.mm_t(dn, v) + dd[:, None], 0.0)
-        dk = C.t_mm(da, q) + C.mm_t(v, r_mat) + r_vec[None, :]
-        dv = C.t_mm(a, dn) + C.mm(k, r_mat)
-        dk_ref[rows, :] = dk.astype(dk_ref.dtype)
-        dv_ref[rows, :] = dv.astype(dv_ref.dtype)
-        return r_mat + C.t_mm(q, dn), r_vec + jnp.sum(q * dd[:, None], axis=0)
 
-    init = (jnp.zeros((q_ref.shape[1], v_ref.shape[1]), jnp.float32),
-            jnp.zeros((q_ref.shape[1],), jnp.float32))
-    lax.fori_loop(0, n, body, init)
+def _exclusive_cumsum(x, *, reverse: bool = False):
+    """Sums over the earlier chunks (reverse: the later ones), axis 2 of [B, H, N, ...]."""
+    inclusive = lax.cumsum(x, axis=2, reverse=reverse)
+    zero = jnp.zeros_like(x[:, :, :1])
+    if reverse:
+        return jnp.concatenate([inclusive[:, :, 1:], zero], axis=2)
+    return jnp.concatenate([zero, inclusive[:, :, :-1]], axis=2)
+
+
+def _causal_fwd_kernel(q_ref, k_ref, v_ref, s_ref, z_ref, o_ref, den_ref, *, cfg: _Config):
+    """Chunk c with S, z the sums over the earlier chunks and a = tril(q' k'^T):
+    out = (q' S + a v) / (q' z + rowsum(a) + eps)."""
+    q, k, v = (r[...].astype(jnp.float32) for r in (q_ref, k_ref, v_ref))
+    a = jnp.where(_tril(cfg.chunk), C.mm_t(q, k), 0.0)
+    den = jnp.sum(q * z_ref[...][None, :], axis=1) + jnp.sum(a, axis=1) + cfg.eps
+    o_ref[...] = ((C.mm(q, s_ref[...]) + C.mm(a, v)) / den[:, None]).astype(o_ref.dtype)
+    den_ref[...] = den
+
+
+def _causal_grads_kernel(q_ref, k_ref, v_ref, dn_ref, dd_ref, s_ref, z_ref, r_ref, rz_ref,
+                         dq_ref, dk_ref, dv_ref, *, cfg: _Config):
+    """Chunk c with S, z the sums over the earlier chunks, R = sum q'_i dN_i^T and
+    r = sum q'_i dD_i over the later ones, a = tril(q' k'^T), da = tril(dN v^T + dD):
+    dq' = dN S^T + dD z^T + da k'; dk' = da^T q' + v R^T + r; dv = a^T dN + k' R."""
+    q, k, v = (x[...].astype(jnp.float32) for x in (q_ref, k_ref, v_ref))
+    dn, dd = dn_ref[...], dd_ref[...]
+    tri = _tril(cfg.chunk)
+    a = jnp.where(tri, C.mm_t(q, k), 0.0)
+    da = jnp.where(tri, C.mm_t(dn, v) + dd[:, None], 0.0)
+    dq = C.mm_t(dn, s_ref[...]) + dd[:, None] * z_ref[...][None, :] + C.mm(da, k)
+    dk = C.t_mm(da, q) + C.mm_t(v, r_ref[...]) + rz_ref[...][None, :]
+    dq_ref[...] = dq.astype(dq_ref.dtype)
+    dk_ref[...] = dk.astype(dk_ref.dtype)
+    dv_ref[...] = (C.t_mm(a, dn) + C.mm(k, r_ref[...])).astype(dv_ref.dtype)
 
 
 def _causal_forward(q, k, v, cfg: _Config):
     b, length, h, f = q.shape
     d = v.shape[-1]
+    c = cfg.chunk
+    ones = jnp.ones((b, h, length), jnp.float32)
+    s, z = (_exclusive_cumsum(x) for x in _chunk_sums(k, v, ones, cfg))
     o, den = C.pallas_call(
-        _causal_fwd_kernel, cfg, (b, h),
-        [_whole(length, f), _whole(length, f), _whole(length, d)],
-        [_whole(length, d), _head(length)],
+        _causal_fwd_kernel, cfg, (b, h, length // c),
+        [_chunks(f, c), _chunks(f, c), _chunks(d, c), _slot(f, d), _slot(f)],
+        [_chunks(d, c), _rows(c)],
         [jax.ShapeDtypeStruct(v.shape, v.dtype), jax.ShapeDtypeStruct((b, h, length), jnp.float32)],
         "linear_causal_fwd",
-    )(q, k, v)
-    return o, den, ()
+    )(q, k, v, s, z)
+    return o, den, (s, z)
 
 
 def _causal_backward(q, k, v, dn, dd, state, cfg: _Config):
-    del state
     b, length, h, f = q.shape
     d = v.shape[-1]
-    whole_f, whole_d = _whole(length, f), _whole(length, d)
-    dq = C.pallas_call(
-        _causal_dq_kernel, cfg, (b, h),
-        [whole_f, whole_d, whole_d, _head(length)], whole_f,
-        jax.ShapeDtypeStruct(q.shape, q.dtype), "linear_causal_bwd_dq",
-    )(k, v, dn, dd)
-    dk, dv = C.pallas_call(
-        _causal_dkv_kernel, cfg, (b, h),
-        [whole_f, whole_f, whole_d, whole_d, _head(length)], [whole_f, whole_d],
-        [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        "linear_causal_bwd_dkv",
-    )(q, k, v, dn, dd)
-    return dq, dk, dv
+    c = cfg.chunk
+    s, z = state
+    r, rz = (_exclusive_cumsum(x, reverse=True) for x in _chunk_sums(q, dn, dd, cfg))
+    rows, vrows = _chunks(f, c), _chunks(d, c)
+    return C.pallas_call(
+        _causal_grads_kernel, cfg, (b, h, length // c),
+        [rows, rows, vrows, vrows, _rows(c), _slot(f, d), _slot(f), _slot(f, d),
+         _slot(f)],
+        [rows, rows, vrows],
+        [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (q, k, v)],
+        "linear_causal_grads",
+    )(q, k, v, dn, dd, s, z, r, rz)
 
 
 # ---- custom_vjp -------------------------------------------------------------------------

@@ -46,12 +46,14 @@ def test_reference_matches_quadratic_form(causal):
     np.testing.assert_array_equal(got[2], 0.0)   # all padding: zeros, not NaN
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_kernel_matches_reference_values_and_gradients(causal):
+@pytest.mark.parametrize("causal, chunk", [(False, 16), (True, 16), (True, 32)])
+def test_kernel_matches_reference_values_and_gradients(causal, chunk):
+    """chunk 16: three chunks over L = 40, lengths ending inside the second chunk and 0;
+    chunk 32: two chunks, the second mostly padding."""
     qf, kf, v, ct = inputs()
 
     def run(impl, interpret):
-        fn = lambda q, k, v: linear_attention(q, k, v, LENGTHS, causal=causal, chunk=16,
+        fn = lambda q, k, v: linear_attention(q, k, v, LENGTHS, causal=causal, chunk=chunk,
                                               impl=impl, interpret=interpret)
         return jax.jit(lambda *a: value_and_vjp(fn, *a))(qf, kf, v, ct)
 
@@ -61,9 +63,11 @@ def test_kernel_matches_reference_values_and_gradients(causal):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
     real = np.arange(L)[None, :] < np.asarray(LENGTHS)[:, None]
     np.testing.assert_array_equal(np.asarray(got[2])[~real], 0.0)   # padded keys: no dk'
+    for name, g in zip(("out", "dq", "dk", "dv"), got, strict=True):
+        np.testing.assert_array_equal(g[2], 0.0, err_msg=name)       # all padding: zeros
 
 
-@pytest.mark.parametrize("causal, kernels", [(False, 4), (True, 3)])
+@pytest.mark.parametrize("causal, kernels", [(False, 4), (True, 4)])
 def test_lowers_to_triton_for_gpu(monkeypatch, causal, kernels):
     x = jnp.ones((2, 256, 2, 64), jnp.bfloat16)
     fn = lambda q, k, v: linear_attention(q, k, v, jnp.array([256, 100]), causal=causal)
