@@ -13,6 +13,7 @@ from lra.attention.base import dense_attention
 
 B, L, H, D = 3, 40, 2, 12          # L is not a multiple of the block, D is padded to 16
 LENGTHS = jnp.array([40, 23, 0])   # full, ragged, all padding
+INTERPRET = jax.default_backend() == "cpu"   # natively on a GPU (scripts/gpu_check.py)
 
 
 def qkv(dtype=jnp.float32, seed=0):
@@ -30,7 +31,7 @@ def value_and_vjp(fn, q, k, v, cotangent):
 def test_kernel_matches_reference_values_and_gradients(causal):
     q, k, v, ct = qkv()
     kernel = lambda q, k, v: flash_attention(q, k, v, LENGTHS, causal=causal, block_q=16,
-                                             block_k=16, impl="pallas", interpret=True)
+                                             block_k=16, impl="pallas", interpret=INTERPRET)
     ref = lambda q, k, v: flash_reference(q, k, v, LENGTHS, causal=causal)
     got = jax.jit(lambda *a: value_and_vjp(kernel, *a))(q, k, v, ct)
     want = jax.jit(lambda *a: value_and_vjp(ref, *a))(q, k, v, ct)
@@ -43,7 +44,7 @@ def test_kernel_matches_reference_values_and_gradients(causal):
 def test_kernel_bfloat16_forward():
     q, k, v, _ = qkv(jnp.bfloat16)
     got = jax.jit(lambda q, k, v: flash_attention(q, k, v, LENGTHS, block_q=16, block_k=32,
-                                                  impl="pallas", interpret=True))(q, k, v)
+                                                  impl="pallas", interpret=INTERPRET))(q, k, v)
     want = flash_reference(q, k, v, LENGTHS)
     assert got.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),

@@ -12,7 +12,8 @@ A row is a method at its preset for the size, or a named variant of one
 (configs/models.py VARIANTS, e.g. `performer-32`, AdaMRA Table 2's Performer with 32
 features): the row keeps the variant's name and records the method and hyperparameters
 it ran. `--models` takes methods, variants and groups: `all` (every registered method)
-and `table2` (AdaMRA Table 2's rows, configs/models.py GROUPS).
+and `table2` (AdaMRA Table 2's rows, configs/models.py GROUPS). `paper_table` puts the
+4K rows beside AdaMRA Table 2's own figures (PAPER_TABLE2).
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ from lra.errors import LRAError, is_oom
 from lra.training import config
 
 log = logging.getLogger(__name__)
+
+# AdaMRA (Zhang et al. 2021) Table 2, as issue 18 transcribes it: IMDb byte-level text, batch 16,
+# one T4 GPU, length 4K. The Transformer's training step in ms, and each row's speed-up over it
+# ({paper row: (its bench rows, speed-up)}); the issue gives one figure for the "Ours" rows.
+PAPER_TABLE2 = {"device": "T4", "length": 4096, "softmax_ms": 1007.0, "speedup": {
+    "Transformer": (("softmax",), 1.0), "Linear Trans.": (("linear",), 14.6),
+    "Performer-32": (("performer-32",), 10.7),
+    "AdaMRA (Ours)": (("adamra-1/2..1/16", "adamra-1/4..1/32"), 10.3),
+    "Linformer": (("linformer",), 7.2), "Reformer": (("reformer",), 5.0),
+    "Nystromformer-32": (("nystrom-32",), 4.3), "BigBird": (("bigbird",), 2.4)}}
+
 
 def model_names(text: str) -> list[str]:
     """`--models`: a comma list of methods, variants and groups, expanded in order."""
@@ -85,7 +97,8 @@ def measure(task: str, model: str, length: int, batch: int, size: str = "nystrom
             "attention_kwargs": c.model.attention_kwargs.to_dict(), "length": length,
             "status": "ok", "step_seconds": statistics.median(times), "compile_seconds": compile_s,
             "examples_per_second": batch / statistics.median(times),
-            "peak_memory_bytes": peak, "memory_method": method, "params": trainer.num_params}
+            "peak_memory_bytes": peak, "memory_method": method, "params": trainer.num_params,
+            "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
 
 
 def run_one(task, model, length, batch, size, steps, warmup, overrides, timeout) -> dict:
@@ -133,9 +146,10 @@ def combine(rows: list[dict], batch: int) -> dict:
 
 def run(task: str, models: list[str], lengths: list[int], batch: int, size: str = "nystrom",
         steps: int = 5, warmup: int = 2, overrides: dict | None = None, timeout: int = 1800,
-        rounds: int = 1, report=lambda row: None) -> dict:
+        rounds: int = 1, report=lambda row: None, checkpoint=lambda result: None) -> dict:
     """Measure every (model, length) `rounds` times, round after round, so that a noisy
-    spell on a shared machine slows one round of every method rather than all rounds of one."""
+    spell on a shared machine slows one round of every method rather than all rounds of one.
+    `checkpoint` gets the result so far after every row (a run cut short keeps those)."""
     if rounds < 1:
         raise LRAError(f"--rounds {rounds}: expected a positive integer")
     if steps < 1 or warmup < 0:
@@ -152,15 +166,71 @@ def run(task: str, models: list[str], lengths: list[int], batch: int, size: str 
                           timeout)
             done[model, length].append(row)
             report(row)
-    rows = [combine(done[job], batch) for job in jobs]
+            checkpoint(result(task, size, batch, lengths, steps, warmup, rounds, models,
+                              [combine(done[job], batch) for job in jobs if done[job]], final=False))
+    return result(task, size, batch, lengths, steps, warmup, rounds, models,
+                  [combine(done[job], batch) for job in jobs])
+
+
+def result(task, size, batch, lengths, steps, warmup, rounds, models, rows, final=True) -> dict:
+    """bench.json's content: the settings, the rows and each model's scaling exponents. The
+    device is the one the rows ran on; this process asks jax only at the end, when no row
+    says (a GPU held here while the rows run would take their memory)."""
+    ran = [r for r in rows if "device" in r]
+    if ran:
+        device, backend = ran[0]["device"], ran[0]["backend"]
+    else:
+        device, backend = (jax.devices()[0].device_kind, jax.default_backend()) if final else ("?", "?")
     of = lambda m: [r for r in rows if r["model"] == m]  # noqa: E731
     exponents = {m: scaling_exponent(of(m)) for m in models}
     memory = {m: scaling_exponent(of(m), "peak_memory_bytes") for m in models}
     return {"task": task, "size": size, "batch": batch, "lengths": lengths, "steps": steps,
-            "warmup": warmup, "rounds": rounds, "device": jax.devices()[0].device_kind,
-            "backend": jax.default_backend(), "jax_version": jax.__version__,
+            "warmup": warmup, "rounds": rounds, "device": device,
+            "backend": backend, "jax_version": jax.__version__,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "results": rows,
             "scaling_exponents": exponents, "memory_exponents": memory}
+
+
+def paper_table(result: dict, length: int | None = None):
+    """A report.Table of the rows at `length` (default PAPER_TABLE2's, 4K) beside the paper's
+    4K figures: step ms, speed-up (examples/s ratio to softmax) and memory ratio, paper step
+    ms and speed-up; None when no row ran at that length."""
+    from lra.experiments.report import Table, mib
+
+    length = length or PAPER_TABLE2["length"]
+    ours = {r["model"]: r for r in result["results"] if r["length"] == length}
+    if not ours:
+        return None
+    paper = {m: (label, x) for label, (rows, x) in PAPER_TABLE2["speedup"].items() for m in rows}
+    base = ours.get("softmax", {})
+    header = ["Model", "step ms", "speed-up", "memory", "paper row", "paper step ms",
+              "paper speed-up"]
+    rows, records = [], []
+    for model, row in ours.items():
+        label, x = paper.get(model, ("–", None))
+        rec = {"model": model, "status": row["status"], "paper_row": label, "paper_speedup": x,
+               "paper_step_ms": None if x is None else round(PAPER_TABLE2["softmax_ms"] / x, 1)}
+        if row["status"] == "ok":
+            rec.update(step_ms=1000 * row["step_seconds"], peak_memory_bytes=row["peak_memory_bytes"])
+            if base.get("status") == "ok":
+                rec.update(speedup=row["examples_per_second"] / base["examples_per_second"],
+                           memory_ratio=row["peak_memory_bytes"] / base["peak_memory_bytes"])
+        records.append(rec)
+        memory = (f"{rec['memory_ratio']:.2f}×" if "memory_ratio" in rec else
+                  f"{mib(rec['peak_memory_bytes'])} MiB" if "peak_memory_bytes" in rec else "")
+        rows.append([model, f"{rec['step_ms']:.1f}" if "step_ms" in rec else row["status"].upper(),
+                     f"{rec['speedup']:.2f}×" if "speedup" in rec else "", memory, label,
+                     "" if x is None else f"{rec['paper_step_ms']:.0f}",
+                     "" if x is None else f"{x:.1f}×"])
+    notes = [f"{result['task']} at size={result['size']}, batch {result['batch']}, length {length}, "
+             f"on {result['device']}; paper: AdaMRA Table 2 (IMDb, batch 16, length "
+             f"{PAPER_TABLE2['length']}) on a {PAPER_TABLE2['device']}, its step ms = "
+             f"{PAPER_TABLE2['softmax_ms']:.0f} / speed-up.",
+             "speed-up: examples/s over softmax's; memory: peak memory over softmax's (the paper's "
+             "memory figures are not transcribed here). The paper gives one AdaMRA figure for its "
+             "two Ours rows."]
+    return Table(f"paper_{result['task']}_{length}", f"Against AdaMRA Table 2 (ours at {length}, "
+                 f"the paper at {PAPER_TABLE2['length']})", header, rows, records, notes)
 
 
 def parse_lengths(text: str) -> list[int]:
