@@ -1,5 +1,5 @@
-"""One writer per workdir (.lock, dead locks taken over, sweeps skip held runs) and SIGTERM
-(checkpoint at the current step, exit 143, exact resume)."""
+"""One writer per workdir (.lock, dead locks taken over, sweeps skip held runs), SIGTERM
+(checkpoint at the current step, exit 143, exact resume) and Ctrl-C (exit 130, resume)."""
 
 import json
 import os
@@ -85,13 +85,21 @@ def test_sweep_skips_and_reports_a_held_run(tmp_path):
     assert (tmp_path / run.name / ".lock").exists()
 
 
-def test_sigterm_saves_exits_143_and_resumes_exactly(tmp_path):
-    args = [*ARGS, "--config.train.steps=150", "--config.train.eval_every=50",
-            "--config.train.log_every=50"]
-    cmd, env = lra_cmd(*args, "--workdir", str(tmp_path / "straight"))
-    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
+STOPPED = [*ARGS, "--config.train.steps=150", "--config.train.eval_every=50",
+           "--config.train.log_every=50"]
 
-    cmd, env = lra_cmd(*args, "--workdir", str(tmp_path / "run"))
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The uninterrupted run that a stopped and resumed one must equal."""
+    workdir = tmp_path_factory.mktemp("straight")
+    cmd, env = lra_cmd(*STOPPED, "--workdir", str(workdir))
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
+    return workdir
+
+
+def test_sigterm_saves_exits_143_and_resumes_exactly(tmp_path, straight):
+    cmd, env = lra_cmd(*STOPPED, "--workdir", str(tmp_path / "run"))
     with (tmp_path / "stderr.log").open("w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     wait_for(tmp_path / "run/metrics.jsonl", proc)
@@ -108,8 +116,21 @@ def test_sigterm_saves_exits_143_and_resumes_exactly(tmp_path):
             if p.name.isdigit()] == [str(step)]
 
     subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
-    assert metrics(tmp_path / "run") == metrics(tmp_path / "straight")
+    assert metrics(tmp_path / "run") == metrics(straight)
     assert json.loads((tmp_path / "run/summary.json").read_text())["status"] == "ok"
+
+
+def test_ctrl_c_exits_130_in_one_line_and_resumes_exactly(tmp_path, straight):
+    cmd, env = lra_cmd(*STOPPED, "--workdir", str(tmp_path / "run"))
+    with (tmp_path / "stderr.log").open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    wait_for(tmp_path / "run/metrics.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait() == 130
+    assert (tmp_path / "stderr.log").read_text() == "lra: interrupted\n"
+    assert not (tmp_path / "run/.lock").exists()
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
+    assert metrics(tmp_path / "run") == metrics(straight)
 
 
 def test_sigterm_between_logs_keeps_the_unlogged_train_metrics(tmp_path, monkeypatch):

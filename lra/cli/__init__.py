@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from lra.errors import LRAError
+from lra.errors import DiskFull, LRAError, is_disk_full
 from lra.kernels.errors import KernelError
 from lra.training.workdir import Terminated
 
@@ -32,6 +32,8 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lra", description="Long Range Arena harness")
+    p.add_argument("--debug", action="store_true", help="show an error's traceback instead of "
+                   "its one line (anywhere on the line; or set LRA_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train and evaluate one task x model",
@@ -49,7 +51,23 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", default="0")
     sw.add_argument("--from", dest="from_file", default=None,
                     help="a config file whose sweep() defines the grid")
-    sw.add_argument("--workdir", required=True)
+    sw.add_argument("--workdir", default=None, help="where the runs go (required)")
+    sw.add_argument("--status", default=None, metavar="WORKDIR",
+                    help="list each run of WORKDIR as done / running / failed / missing and stop")
+    sw.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                    help="local: one run after another here; slurm: one job array through "
+                    "submitit, one task per run (pip install 'lra-harness[cluster]')")
+    sw.add_argument("--slurm.partition", dest="slurm_partition", default=None)
+    sw.add_argument("--slurm.gpus_per_task", dest="slurm_gpus_per_task", type=int, default=None,
+                    help="default 1")
+    sw.add_argument("--slurm.cpus_per_task", dest="slurm_cpus_per_task", type=int, default=None)
+    sw.add_argument("--slurm.time", dest="slurm_time", default=None,
+                    help="per run: minutes, HH:MM:SS or D-HH:MM:SS (default 60); a preempted or "
+                    "timed-out run is requeued and resumes")
+    sw.add_argument("--slurm.array_parallelism", dest="slurm_array_parallelism", type=int,
+                    default=None, help="runs at once (default 256)")
+    sw.add_argument("--slurm.additional", dest="slurm_additional", action="append", default=[],
+                    metavar="KEY=VALUE", help="any other sbatch flag, e.g. qos=high (repeatable)")
     sw.add_argument("--shard", default=None, help="i/n: this machine's share of the grid")
     sw.add_argument("--reseed-stuck", type=int, default=0, metavar="N",
                     help="rerun a run that did not learn (status stuck) with a fresh seed, up to "
@@ -124,22 +142,41 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(e: Exception) -> str:
+    """An unexpected failure in one line: a full disk says what it was writing; anything
+    else its type and first line."""
+    if isinstance(e, DiskFull):
+        return str(e)
+    if is_disk_full(e):
+        return f"no space left on device writing {getattr(e, 'filename', None) or 'a file'}"
+    first = (str(e).splitlines() or [""])[0][:300]
+    return f"{type(e).__name__}: {first} (rerun with --debug for the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every error is one line on stderr: exit 2 for a user error, 1 for a
+    failure, 143 after SIGTERM, 130 after Ctrl-C; `--debug` (anywhere on the line) or
+    LRA_DEBUG=1 shows the traceback instead."""
     logging.basicConfig(level=os.environ.get("LRA_LOGLEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("LRA_DEBUG", "0") not in ("", "0")
     try:
-        rest, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+        rest, overrides = split_overrides([a for a in argv if a != "--debug"])
         args = parser().parse_args(rest)
         return COMMANDS[args.command](args, overrides)
-    except (LRAError, KernelError) as e:
-        print(f"lra: error: {e}", file=sys.stderr)
-        return 2
     except Terminated as e:  # SIGTERM: 128 + 15, what schedulers expect
         print(f"lra: {e}", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
         print("lra: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug:
+            raise
+        user = isinstance(e, (LRAError, KernelError))
+        print(f"lra: error: {e if user else one_line(e)}", file=sys.stderr)
+        return 2 if user else 1
 
 
 def cmd_train(args, overrides) -> int:

@@ -63,12 +63,25 @@ def summary_line(s: dict) -> str:
             f"({s.get('peak_memory_method')})")
 
 
+SLURM_FLAGS = ("partition", "gpus_per_task", "cpus_per_task", "time", "array_parallelism",
+               "additional")
+
+
 def sweep(args, overrides: dict[str, str]) -> int:
     from lra.errors import LRAError
     from lra.experiments import sweep as sweeps
 
+    if args.status:
+        return sweep_status(Path(args.status))
+    if not args.workdir:
+        raise LRAError("lra sweep needs --workdir DIR (or --status DIR to list a sweep's runs)")
     if args.reseed_stuck < 0:
         raise LRAError(f"--reseed-stuck {args.reseed_stuck}: expected a number of attempts >= 0")
+    given = [f"--slurm.{k}" for k in SLURM_FLAGS if getattr(args, f"slurm_{k}") not in (None, [])]
+    if args.launcher == "local" and given:
+        raise LRAError(f"{given[0]} needs --launcher slurm")
+    if args.launcher == "slurm" and args.reseed_stuck:
+        raise LRAError("--reseed-stuck runs with --launcher local only")
     runs = (sweeps.from_file(args.from_file) if args.from_file else
             sweeps.grid(args.tasks, args.models, args.sizes, args.seeds, overrides))
     sweeps.check(runs)
@@ -79,6 +92,8 @@ def sweep(args, overrides: dict[str, str]) -> int:
             console.print(f"{run.name}  ({sweeps.status(workdir, run) or 'todo'})")
         console.print(f"{len(runs)} runs")
         return 0
+    if args.launcher == "slurm":
+        return sweep_slurm(args, runs, workdir)
     results = sweeps.execute(runs, workdir, lambda run, state: console.print(f"{run.name}: {state}"),
                              reseed=args.reseed_stuck)
     held = [f"{name} ({state})" for name, state in results.items() if state.startswith("held")]
@@ -88,6 +103,39 @@ def sweep(args, overrides: dict[str, str]) -> int:
                   + (f"; not ok: {', '.join(bad)}" if bad else "")
                   + (f"; held by another process: {', '.join(held)}" if held else ""))
     return 0 if not bad else 1
+
+
+def sweep_slurm(args, runs, workdir: Path) -> int:
+    from lra.experiments import launch
+
+    launch.require()
+    options = {k: getattr(args, f"slurm_{k}") for k in SLURM_FLAGS[:-1]
+               if getattr(args, f"slurm_{k}") is not None}
+    executor = launch.slurm_executor(workdir.absolute() / ".submitit" / "%j",
+                                     extra=args.slurm_additional, **options)
+    jobs, submitted = launch.submit(runs, workdir.absolute(), executor)
+    for job, run in zip(jobs, submitted, strict=True):
+        console.print(f"{run.name}: job {job.job_id}")
+    console.print(f"submitted {len(submitted)} of {len(runs)} runs"
+                  + (f" as job array {jobs[0].job_id.split('_')[0]}" if jobs else "")
+                  + (" (the others are done or running)" if len(submitted) < len(runs) else "")
+                  + f"; follow with: lra sweep --status {workdir}")
+    return 0
+
+
+def sweep_status(workdir: Path) -> int:
+    from collections import Counter
+
+    from lra.experiments import sweep as sweeps
+
+    rows = sweeps.listing(workdir)
+    table = Table("run", "state", "detail")
+    for name, state, detail in rows:
+        table.add_row(name, state, detail)
+    console.print(table)
+    counts = Counter(state for _, state, _ in rows)
+    console.print(", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "missing")))
+    return 0
 
 
 def bench(args, overrides: dict[str, str]) -> dict:
@@ -106,18 +154,23 @@ def bench(args, overrides: dict[str, str]) -> dict:
         else:
             console.print(f"{row['model']:>16} L={row['length']:<6} {row['status'].upper()}")
 
-    result = benchmark.run(args.task, models, benchmark.parse_lengths(args.lengths), args.batch,
-                           args.size, args.steps, args.warmup, overrides, rounds=args.rounds,
-                           report=show)
-    result["command"] = shlex.join(
+    command = shlex.join(
         ["lra", "bench", "--task", args.task, "--models", args.models, "--lengths", args.lengths,
          "--batch", str(args.batch), "--size", args.size, "--steps", str(args.steps),
          "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--out", args.out]
         + [f"--config.{k}={v}" for k, v in overrides.items()])
-    write_json(Path(args.out), result)
+    save = lambda result: write_json(Path(args.out), {**result, "command": command})  # noqa: E731
+    result = benchmark.run(args.task, models, benchmark.parse_lengths(args.lengths), args.batch,
+                           args.size, args.steps, args.warmup, overrides, rounds=args.rounds,
+                           report=show, checkpoint=save)  # after every row: a cut run keeps them
+    result["command"] = command
+    save(result)
     for key, what in (("scaling_exponents", "time"), ("memory_exponents", "peak memory")):
         exps = ", ".join(f"{m} {e:.2f}" for m, e in result[key].items() if e)
         console.print(f"scaling exponents ({what} ~ L^e): {exps}")
+    paper = benchmark.paper_table(result)
+    if paper:
+        show_table(paper)
     console.print(f"wrote {args.out}")
     return result
 

@@ -14,6 +14,9 @@ stuck, or learned false) is rerun with a fresh seed, up to N attempts, until one
 attempt i of `seed<k>` is `seed<k>-retry<i>`, trained with seed k + RESEED * i, and its
 summary gets `reseed_of` (the first run's name) and `attempt`. Every attempt stays in the
 workdir (the report counts each as a seed of its cell); a rerun skips finished attempts.
+
+Every launch adds its runs' names to `<workdir>/sweep.json`; `listing` (`lra sweep --status`)
+reads it and the run folders. `lra.experiments.launch` runs the same commands on SLURM.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from pathlib import Path
 from lra import attention, data
 from lra.errors import LRAError, is_oom
 from lra.training import config
-from lra.training.workdir import holder, read_json, write_json
+from lra.training.workdir import LOCK, holder, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 RESEED = 1000  # attempt i of seed k trains with seed k + RESEED * i
 
 FINISHED = ("ok", "diverged", "oom", "stuck")
+TERMINATED = 143  # lra train's exit status after a SIGTERM checkpoint
+MANIFEST = "sweep.json"  # the names of the runs every launch of this workdir asked for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +140,7 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
     """Run each run in its own process; a crash or OOM is recorded and the sweep goes on.
     Then rerun each run that did not learn with a fresh seed, up to `reseed` attempts."""
     runs = list(runs)
+    record(workdir, runs)
     results = {run.name: execute_one(run, workdir, report) for run in runs}
     for run in runs:
         last = run
@@ -167,17 +173,23 @@ def execute_one(run: Run, workdir: Path, report) -> str:
     return state
 
 
-def launch(run: Run, workdir: Path) -> str:
+def launch(run: Run, workdir: Path, started=lambda proc: None, **popen) -> str:
     """One training process, its output in train.log; a run that dies before writing a summary
-    gets one (oom or failed, with the log's last line)."""
+    gets one (oom or failed, with the log's last line), except one stopped by SIGTERM after
+    saving its checkpoint (exit 143): "terminated", resumed by the next launch. `started` gets
+    the process once it runs; `popen` goes to subprocess.Popen."""
     log_path = workdir / run.name / "train.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
-        proc = subprocess.run(run.command(workdir), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(run.command(workdir), stdout=log, stderr=subprocess.STDOUT, **popen)
+        started(proc)
+        proc.wait()
     lock = holder(workdir / run.name)
     if proc.returncode == 2 and lock is not None:  # taken by another process since we looked
         return f"held by pid {lock['pid']}"
     state = status(workdir, run)
+    if state is None and proc.returncode == TERMINATED:
+        return "terminated"
     if state is None:  # died before writing a summary (e.g. killed by the OOM killer)
         last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
         state = "oom" if is_oom(last, proc.returncode) else "failed"
@@ -185,6 +197,52 @@ def launch(run: Run, workdir: Path) -> str:
             "task": run.task, "model": run.model, "size": run.size, "seed": run.train_seed,
             "status": state, "error": last[:500], "log": str(log_path)})
     return state
+
+
+def record(workdir: Path, runs: Iterable[Run]) -> None:
+    """Add the runs' names to `<workdir>/sweep.json`, so that --status can name the runs
+    that have not started yet."""
+    path = workdir / MANIFEST
+    known = set(read_json(path)["runs"]) if path.exists() else set()
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"runs": sorted(known | {run.name for run in runs})})
+
+
+def todo(runs: Iterable[Run], workdir: Path) -> list[Run]:
+    """The runs that are neither finished nor held by a live process (what a launcher starts)."""
+    return [run for run in runs
+            if status(workdir, run) not in FINISHED and holder(workdir / run.name) is None]
+
+
+def listing(workdir: Path) -> list[tuple[str, str, str]]:
+    """(run, state, detail) of every run in the workdir's sweep.json or found in its folders,
+    from the run folders alone: running (a live process or another host holds its .lock),
+    done (summary status ok, diverged, oom or stuck), failed (any other summary), or missing
+    (nothing yet, or a checkpoint without a summary: stopped, resumed by the next launch)."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise LRAError(f"--status {workdir}: no such directory")
+    manifest = workdir / MANIFEST
+    names = set(read_json(manifest)["runs"]) if manifest.exists() else set()
+    for marker in ("summary.json", "config.json", LOCK):
+        names |= {p.parent.relative_to(workdir).as_posix() for p in workdir.rglob(marker)
+                  if not p.relative_to(workdir).parts[0].startswith(".")}
+    rows = []
+    for name in sorted(names):
+        folder = workdir / name
+        lock, path = holder(folder), folder / "summary.json"
+        done = read_json(path) if path.exists() else None
+        if lock is not None:
+            rows.append((name, "running", f"pid {lock['pid']} on {lock['host']} since {lock['since']}"))
+        elif done is not None:
+            state = done.get("status")
+            rows.append((name, "done", state) if state in FINISHED
+                        else (name, "failed", f"{state}: {done.get('error', '')}"[:200]))
+        else:
+            steps = [int(p.name) for p in (folder / "checkpoints" / "latest").glob("*")
+                     if p.name.isdigit()]
+            rows.append((name, "missing", f"checkpoint at step {max(steps)}" if steps else ""))
+    return rows
 
 
 def run(tasks: str, models: str, sizes: str, seeds: str, workdir: str | Path,

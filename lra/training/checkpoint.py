@@ -1,18 +1,25 @@
 """Orbax checkpoints of a run: `latest` (for exact resume; the last two are kept, so a damaged
-newest one falls back to the one before) and `best` (best validation)."""
+newest one falls back to the one before) and `best` (best validation).
+
+A save that runs out of disk raises DiskFull naming the step and the folder, after removing
+its own half-written folder (orbax's `*.orbax-checkpoint-tmp*`); sound checkpoints are never
+touched, so the run resumes from the newest one once space is freed."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
-from lra.errors import LRAError
+from lra.errors import DiskFull, LRAError, is_disk_full
 
 log = logging.getLogger(__name__)
-logging.getLogger("absl").setLevel(logging.WARNING)
+# orbax logs (through absl) each failure it then raises; the raised error is the one reported
+logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 
 def _manager(path: Path, keep: int = 1) -> ocp.CheckpointManager:
@@ -34,13 +41,28 @@ class Checkpoints:
         self.best = _manager(directory / "best")
 
     def save_latest(self, step: int, state, meta: dict) -> None:
-        self.latest.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-        self.latest.wait_until_finished()
+        with self._saving(self.latest, step):
+            self.latest.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+            self.latest.wait_until_finished()
 
     def save_best(self, step: int, state) -> None:
-        self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
-        self.best.wait_until_finished()
+        with self._saving(self.best, step):
+            self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+            self.best.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _saving(self, manager: ocp.CheckpointManager, step: int):
+        """Turn a full disk during a save into DiskFull, removing the save's partial folder."""
+        try:
+            yield
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            folder = Path(manager.directory)
+            for partial in folder.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise DiskFull(f"checkpoint {step} in {folder}") from e
 
     def restore_latest(self, like):
         """(state, meta) of the newest sound `latest` checkpoint, shaped and sharded like `like`.

@@ -10,6 +10,7 @@ devices (or all processes' devices with config.distributed) via jax.sharding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -29,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from lra import data, models
 from lra.data import pipeline, store
-from lra.errors import LRAError, is_oom
+from lra.errors import DiskFull, LRAError, is_disk_full, is_oom
 from lra.training import optim
 from lra.training.checkpoint import Checkpoints
 from lra.training.workdir import (
@@ -203,22 +204,42 @@ class Wandb:
             self.run.finish()
 
 
+class StopRequest:
+    """A signal handler that asks the run to stop at its next step: SIGTERM (schedulers) or
+    SIGINT (Ctrl-C). The loop then saves `latest` there, outside any checkpoint write or
+    callback that a raised KeyboardInterrupt could break; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+
 def train(config, workdir: str | Path, progress: Progress | None = None) -> dict:
     """Run (or resume, or skip if finished) the run `config` in `workdir`; returns the summary.
-    Holds the workdir's lock throughout; on SIGTERM saves `latest` at the current step and
-    raises Terminated."""
-    stop = threading.Event()
+    Holds the workdir's lock throughout; on SIGTERM (raises Terminated) or Ctrl-C (raises
+    KeyboardInterrupt) saves `latest` at the current step first."""
+    stop = StopRequest()
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
+        if main else {}
     try:
-        with lock(Path(workdir)):
+        # multi-host: the processes share the workdir; the first one holds its lock
+        first = not config.get("distributed") or jax.process_index() == 0
+        with lock(Path(workdir)) if first else contextlib.nullcontext():
             return _train(config, Path(workdir), progress, stop)
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-def _train(config, workdir: Path, progress: Progress | None, stop: threading.Event) -> dict:
+def _train(config, workdir: Path, progress: Progress | None, stop: StopRequest) -> dict:
     config_dict = config.to_dict()
     check_config(workdir, config_dict)
     summary_path = workdir / "summary.json"
@@ -251,6 +272,12 @@ def _train(config, workdir: Path, progress: Progress | None, stop: threading.Eve
             summary.update(learned(summary["best_val_acc"], meta["chance_accuracy"],
                                    t.chance_margin))
     except Exception as e:  # recorded, then re-raised for the caller (the sweep reads the status)
+        if is_disk_full(e):
+            full = disk_full(e, workdir, ckpt)
+            summary.update(status="failed", error=str(full))
+            with contextlib.suppress(OSError):  # the disk may still be too full for it
+                write_json(summary_path, summary)
+            raise full from e
         summary.update(status="oom" if is_oom(str(e)) else "failed",
                        error=str(e).splitlines()[0][:500])
         write_json(summary_path, summary)
@@ -259,9 +286,20 @@ def _train(config, workdir: Path, progress: Progress | None, stop: threading.Eve
         ckpt.close()
         wandb.finish()
     if summary["status"] == "terminated":  # not finished: no summary, resumed by a rerun
+        if stop.signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(summary["steps"])
     write_json(summary_path, summary)
     return summary
+
+
+def disk_full(e: Exception, workdir: Path, ckpt: Checkpoints) -> DiskFull:
+    """The one-line report of a write that ran out of disk: what, and where the run resumes."""
+    what = e.args[0] if isinstance(e, DiskFull) else (getattr(e, "filename", None)
+                                                      or f"a file in {workdir}")
+    resume = max(ckpt.latest.all_steps(), default=0)
+    return DiskFull(f"no space left on device writing {what}; the run resumes from step {resume} "
+                    "once space is freed")
 
 
 def at_chance(rows: list[dict], warmup_steps: int, chance_loss: float) -> int:
@@ -276,7 +314,7 @@ def at_chance(rows: list[dict], warmup_steps: int, chance_loss: float) -> int:
 
 
 def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wandb, progress,
-          chance_loss: float, stop: threading.Event):
+          chance_loss: float, stop: StopRequest):
     t = config.train
     first = pipeline.train_batch(splits["train"], 0, t.batch_size, config.seed)
     compile_seconds = trainer.compile(first)
@@ -299,13 +337,13 @@ def _loop(config, trainer: Trainer, splits, ckpt: Checkpoints, workdir: Path, wa
     window_start, status = time.perf_counter(), "ok"
     done = saved = start_step
     for step in range(start_step, t.steps):
-        if stop.is_set():  # SIGTERM: save this step (and the unlogged train metrics) and stop
+        if stop.is_set():  # SIGTERM, Ctrl-C: save this step (and the unlogged train metrics)
             if done > saved:
                 record["train_seconds"] = time.perf_counter() - began
                 fetched = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
                 ckpt.save_latest(done, trainer.checkpoint_state(),
                                  {**record, "step": done, "pending": fetched})
-            log.info("SIGTERM: %s stops at step %d", workdir, done)
+            log.info("%s: %s stops at step %d", signal.Signals(stop.signum).name, workdir, done)
             status = "terminated"
             break
         pending.append(trainer.step(pipeline.train_batch(splits["train"], step, t.batch_size,
