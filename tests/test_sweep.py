@@ -149,3 +149,36 @@ def test_reseeds_stop_after_n_attempts_and_a_later_sweep_adds_only_missing_ones(
     assert execute(1) == []
     seeds = [json.loads(p.read_text())["seed"] for p in sorted(tmp_path.rglob("summary.json"))]
     assert seeds == [0, 1, 1001, 2001, 3001]
+
+
+def test_core_groups_split_the_cores_disjointly():
+    assert sweep.core_groups(2, [0, 1, 2, 3, 4]) == [[0, 2, 4], [1, 3]]
+    assert sweep.core_groups(1, [3, 5]) == [[3, 5]]
+    for jobs in (0, 3):
+        with pytest.raises(LRAError, match=f"--jobs {jobs}: expected 1 to 2"):
+            sweep.core_groups(jobs, [0, 1])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores")
+def test_jobs_train_runs_at_once_each_on_its_own_cores(tmp_path, monkeypatch):
+    def command(self, workdir):
+        path = workdir / self.name / "summary.json"
+        return [sys.executable, "-c", "import json, os, pathlib, time; start = time.time(); "
+                "time.sleep(1.5); pathlib.Path(" + repr(str(path)) + ").write_text(json.dumps("
+                "{'status': 'ok', 'start': start, 'end': time.time(), "
+                "'cores': sorted(os.sched_getaffinity(0))}))"]
+
+    monkeypatch.setattr(sweep.Run, "command", command)
+    runs = sweep.grid("listops", "softmax", "smoke", "0,1")
+    assert sweep.execute(runs, tmp_path, jobs=2) == {run.name: "ok" for run in runs}
+    a, b = (json.loads((tmp_path / run.name / "summary.json").read_text()) for run in runs)
+    assert a["start"] < b["end"] and b["start"] < a["end"]  # they overlapped
+    groups = sweep.core_groups(2)
+    assert sorted([a["cores"], b["cores"]]) == sorted(groups)
+
+
+def test_bad_jobs_is_one_line_before_anything_is_written(tmp_path, capsys):
+    args = ["sweep", "--models", "softmax", "--sizes", "smoke", "--workdir", str(tmp_path / "w")]
+    assert cli.main([*args, "--jobs", "0"]) == 2
+    assert capsys.readouterr().err.startswith("lra: error: --jobs 0: expected 1 to ")
+    assert not (tmp_path / "w").exists()

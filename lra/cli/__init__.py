@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--slurm.additional", dest="slurm_additional", action="append", default=[],
                     metavar="KEY=VALUE", help="any other sbatch flag, e.g. qos=high (repeatable)")
     sw.add_argument("--shard", default=None, help="i/n: this machine's share of the grid")
+    sw.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="train N runs at once, each pinned to its own share of the CPU cores "
+                    "(local launcher; default 1)")
     sw.add_argument("--reseed-stuck", type=int, default=0, metavar="N",
                     help="rerun a run that did not learn (status stuck) with a fresh seed, up to "
                     "N attempts (seed<k>-retry<i>, seed k + 1000 i); every attempt is kept")

@@ -80,8 +80,9 @@ def sweep(args, overrides: dict[str, str]) -> int:
     given = [f"--slurm.{k}" for k in SLURM_FLAGS if getattr(args, f"slurm_{k}") not in (None, [])]
     if args.launcher == "local" and given:
         raise LRAError(f"{given[0]} needs --launcher slurm")
-    if args.launcher == "slurm" and args.reseed_stuck:
-        raise LRAError("--reseed-stuck runs with --launcher local only")
+    if args.launcher == "slurm" and (args.reseed_stuck or args.jobs != 1):
+        raise LRAError(f"{'--reseed-stuck' if args.reseed_stuck else '--jobs'} runs with "
+                       "--launcher local only")
     runs = (sweeps.from_file(args.from_file) if args.from_file else
             sweeps.grid(args.tasks, args.models, args.sizes, args.seeds, overrides))
     sweeps.check(runs)
@@ -95,7 +96,7 @@ def sweep(args, overrides: dict[str, str]) -> int:
     if args.launcher == "slurm":
         return sweep_slurm(args, runs, workdir)
     results = sweeps.execute(runs, workdir, lambda run, state: console.print(f"{run.name}: {state}"),
-                             reseed=args.reseed_stuck)
+                             reseed=args.reseed_stuck, jobs=args.jobs)
     held = [f"{name} ({state})" for name, state in results.items() if state.startswith("held")]
     bad = [f"{name} ({state})" for name, state in results.items()
            if state != "ok" and not state.startswith("held")]

@@ -15,15 +15,20 @@ attempt i of `seed<k>` is `seed<k>-retry<i>`, trained with seed k + RESEED * i, 
 summary gets `reseed_of` (the first run's name) and `attempt`. Every attempt stays in the
 workdir (the report counts each as a seed of its cell); a rerun skips finished attempts.
 
-Every launch adds its runs' names to `<workdir>/sweep.json`; `listing` (`lra sweep --status`)
+With `jobs` (`--jobs N`) N runs train at once, each process pinned to its own share of
+this process's CPU cores: on a CPU machine, how a sweep uses every core. Every launch adds
+its runs' names to `<workdir>/sweep.json`; `listing` (`lra sweep --status`)
 reads it and the run folders. `lra.experiments.launch` runs the same commands on SLURM.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import logging
+import os
+import queue
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -135,24 +140,55 @@ def not_learned(workdir: Path, run: Run) -> bool:
     return s.get("status") == "stuck" or s.get("learned") is False
 
 
+def core_groups(jobs: int, cores: list[int] | None = None) -> list[list[int]]:
+    """This process's CPU cores split into `jobs` disjoint groups, one per concurrent run."""
+    if cores is None:
+        cores = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else list(range(os.cpu_count() or 1)))
+    if not 1 <= jobs <= len(cores):
+        raise LRAError(f"--jobs {jobs}: expected 1 to {len(cores)}, the CPU cores this process "
+                       "may use (one run per core group)")
+    return [cores[i::jobs] for i in range(jobs)]
+
+
 def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
-            reseed: int = 0) -> dict[str, str]:
-    """Run each run in its own process; a crash or OOM is recorded and the sweep goes on.
-    Then rerun each run that did not learn with a fresh seed, up to `reseed` attempts."""
+            reseed: int = 0, jobs: int = 1) -> dict[str, str]:
+    """Run each run in its own process, `jobs` at a time (each pinned to its own group of
+    CPU cores); a crash or OOM is recorded and the sweep goes on. Then rerun each run that
+    did not learn with a fresh seed, up to `reseed` attempts."""
     runs = list(runs)
+    groups = core_groups(jobs)
     record(workdir, runs)
-    results = {run.name: execute_one(run, workdir, report) for run in runs}
-    for run in runs:
-        last = run
+    free: queue.Queue = queue.Queue()
+    for group in groups:
+        free.put(group)
+
+    def pinned(run: Run) -> str:  # one run on a free core group (all cores when jobs == 1)
+        group = free.get()
+        try:
+            pin = jobs > 1 and hasattr(os, "sched_setaffinity")
+            started = (lambda proc: os.sched_setaffinity(proc.pid, group)) if pin else None
+            return execute_one(run, workdir, report, started=started)
+        finally:
+            free.put(group)
+
+    def reseeded(run: Run) -> dict[str, str]:
+        out, last = {}, run
         for attempt in range(1, reseed + 1):
             if not not_learned(workdir, last):
                 break
             last = dataclasses.replace(run, attempt=attempt)
-            results[last.name] = execute_one(last, workdir, report)
+            out[last.name] = pinned(last)
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        results = dict(zip([run.name for run in runs], pool.map(pinned, runs), strict=True))
+        for attempts in pool.map(reseeded, runs):
+            results.update(attempts)
     return results
 
 
-def execute_one(run: Run, workdir: Path, report) -> str:
+def execute_one(run: Run, workdir: Path, report, started=None) -> str:
     """Run `run` in its own process, or skip it if finished; its status. A reseed attempt's
     summary gets `reseed_of` and `attempt` (also when an earlier sweep was killed first)."""
     state, lock = status(workdir, run), holder(workdir / run.name)
@@ -164,7 +200,7 @@ def execute_one(run: Run, workdir: Path, report) -> str:
         return state
     else:
         report(run, "start")
-        state = launch(run, workdir)
+        state = launch(run, workdir, **({"started": started} if started else {}))
         report(run, state)
     done = summary(workdir, run)
     if run.attempt and done is not None and "reseed_of" not in done:
@@ -246,9 +282,10 @@ def listing(workdir: Path) -> list[tuple[str, str, str]]:
 
 
 def run(tasks: str, models: str, sizes: str, seeds: str, workdir: str | Path,
-        overrides: dict[str, str] | None = None, reseed_stuck: int = 0) -> dict[str, str]:
-    """Validate the grid, then run (or skip, if finished) each run, and reseed the runs that
-    did not learn up to `reseed_stuck` times; {run name: status}."""
+        overrides: dict[str, str] | None = None, reseed_stuck: int = 0,
+        jobs: int = 1) -> dict[str, str]:
+    """Validate the grid, then run (or skip, if finished) each run, `jobs` at a time, and
+    reseed the runs that did not learn up to `reseed_stuck` times; {run name: status}."""
     runs = grid(tasks, models, sizes, seeds, overrides)
     check(runs)
-    return execute(runs, Path(workdir), reseed=reseed_stuck)
+    return execute(runs, Path(workdir), reseed=reseed_stuck, jobs=jobs)
