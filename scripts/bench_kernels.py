@@ -14,7 +14,10 @@ softmax and block_sparse also jax.nn.dot_product_attention with implementation="
 On CPU only the XLA implementations run: the Pallas kernels need a GPU or TPU, or
 --interpret, which runs them in the Pallas interpreter (a dry run of this script's code
 paths, as scripts/gpu_check.py --dry-run does; its timings mean nothing).
-Writes <out>/kernels.json and <out>/kernels.md (out: results/<gpu|cpu>).
+Writes <out>/kernels.json and <out>/kernels.md (out: results/<gpu|cpu>), each row first as
+`crashed` and then as measured, so that a process that dies leaves its mark; --isolate runs
+each op in a process of its own (--append to one file), so that a crash, a poisoned CUDA
+context or a hang (--op-timeout) costs that op only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -47,6 +51,7 @@ PEAKS = (
     ("A100", 312.0, 19.5),
 )
 PEAK_SOURCE = "NVIDIA H100/H200/A100 datasheets, dense (non-sparse) tensor-core figures"
+CRASHED = "its process died or was killed while measuring it (see the log)"
 TARGETS = ("at 4K fwd+bwd: flash <= 1.3x cuDNN; block_sparse >= 2x faster than its dense-masked "
            "XLA reference (jax.nn-xla); linear >= 2x faster than xla, linear_causal >= 1x")
 
@@ -157,25 +162,22 @@ def fwd_bwd(fn):
     return run
 
 
-def measure(case: Case, iters: int, peak: float | None) -> list[dict]:
-    rows = []
-    for name, fn in case.impls.items():
-        row = dict(op=case.op, impl=name, status="ok")
-        try:
-            fwd_s, fwd_mem = timed(fn, case.inputs, iters)
-            both_s, both_mem = timed(fwd_bwd(fn), case.inputs, iters)
-        except Exception as err:  # noqa: BLE001 - an OOM or lowering failure is a result
-            row.update(status="oom" if "RESOURCE_EXHAUSTED" in str(err) else "failed",
-                       error=str(err).splitlines()[0][:300])
-            rows.append(row)
-            continue
-        fwd_tf = case.fwd_flops / fwd_s / 1e12
-        both_tf = case.bwd_factor * case.fwd_flops / both_s / 1e12
-        row.update(fwd_ms=1e3 * fwd_s, fwd_bwd_ms=1e3 * both_s, fwd_tflops=fwd_tf,
-                   fwd_bwd_tflops=both_tf, fwd_memory_bytes=fwd_mem, fwd_bwd_memory_bytes=both_mem,
-                   fwd_bwd_pct_peak=None if peak is None else 100 * both_tf / peak)
-        rows.append(row)
-    return rows
+def measure(case: Case, name: str, iters: int, peak: float | None) -> dict:
+    """One implementation's row: times, TFLOP/s and memory, or its failure."""
+    row = dict(op=case.op, impl=name, status="ok")
+    try:
+        fwd_s, fwd_mem = timed(case.impls[name], case.inputs, iters)
+        both_s, both_mem = timed(fwd_bwd(case.impls[name]), case.inputs, iters)
+    except Exception as err:  # noqa: BLE001 - an OOM or lowering failure is a result
+        row.update(status="oom" if "RESOURCE_EXHAUSTED" in str(err) else "failed",
+                   error=str(err).splitlines()[0][:300] if str(err) else type(err).__name__)
+        return row
+    fwd_tf = case.fwd_flops / fwd_s / 1e12
+    both_tf = case.bwd_factor * case.fwd_flops / both_s / 1e12
+    row.update(fwd_ms=1e3 * fwd_s, fwd_bwd_ms=1e3 * both_s, fwd_tflops=fwd_tf,
+               fwd_bwd_tflops=both_tf, fwd_memory_bytes=fwd_mem, fwd_bwd_memory_bytes=both_mem,
+               fwd_bwd_pct_peak=None if peak is None else 100 * both_tf / peak)
+    return row
 
 
 def _cell(row: dict, key: str, spec: str) -> str:
@@ -224,6 +226,10 @@ def markdown(meta: dict, results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def command(argv) -> str:
+    return shlex.join(["python", "scripts/bench_kernels.py", *(sys.argv[1:] if argv is None else argv)])
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -232,7 +238,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", default="flash,flash_causal,block_sparse,linear,linear_causal,topk")
     parser.add_argument("--lengths", default="1024,2048,4096,8192,16384")
@@ -244,7 +250,16 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default results/<backend>)")
     parser.add_argument("--interpret", action="store_true",
                         help="run the Pallas kernels in the Pallas interpreter (CPU dry run)")
+    parser.add_argument("--append", action="store_true",
+                        help="add to the rows of <out>/kernels.json instead of starting afresh")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run each op in a process of its own (a crash stops that op only)")
+    parser.add_argument("--op-timeout", type=float, default=None,
+                        help="with --isolate: seconds before an op's process is killed")
+    parser.add_argument("--command", default=None, help=argparse.SUPPRESS)  # --isolate's, for meta
     args = parser.parse_args(argv)
+    if args.isolate:
+        return isolated(args, argv, Path(args.out or f"results/{jax.default_backend()}"))
 
     backend = jax.default_backend()
     on_device = backend in ("gpu", "tpu")
@@ -258,23 +273,53 @@ def main(argv=None) -> None:
                 tokens=args.tokens, heads=args.heads, head_dim=args.head_dim, peak_tflops=peak,
                 peak_source=PEAK_SOURCE, targets=TARGETS, note=note, commit=git_commit(),
                 interpret=args.interpret,
-                command="python " + " ".join(sys.argv), flops="model FLOPs; fwd+bwd = 3.5x fwd "
+                command=args.command or command(argv), flops="model FLOPs; fwd+bwd = 3.5x fwd "
                 "for flash and block_sparse (FlashAttention-2 convention), 3x for the others")
     if note:
         print(note)
     out = Path(args.out or f"results/{'gpu' if backend == 'gpu' else backend}")
     results = []
+    if args.append and (out / "kernels.json").exists():
+        results = json.loads((out / "kernels.json").read_text())["results"]
     for op in args.ops.split(","):
         for length in (int(x) for x in args.lengths.split(",")):
             b = max(1, args.tokens // length)
             case = make_case(op, b, length, args.heads, args.head_dim, dtype, on_device,
                              args.interpret)
-            for row in measure(case, args.iters, peak):
-                row.update(length=length, batch=b)
+            for name in case.impls:
+                # Written first, so that a process killed by a crash or a hang leaves its mark.
+                base = dict(op=op, impl=name, length=length, batch=b)
+                write(out, meta, [*results, dict(base, status="crashed", error=CRASHED)])
+                row = {**measure(case, name, args.iters, peak), **base}
                 results.append(row)
-                print(json.dumps(row))
-        write(out, meta, results)   # after every op: a run cut short keeps what it measured
+                print(json.dumps(row), flush=True)
+    write(out, meta, results)
     print(f"wrote {out / 'kernels.json'} and {out / 'kernels.md'}")
+    return 0
+
+
+def isolated(args, argv, out: Path) -> int:
+    """Each op in a process of its own (`--append` to one kernels.json), so that a crash, a
+    poisoned GPU context or a hang (--op-timeout) of one op leaves the others measured."""
+    for name in ("kernels.json", "kernels.md"):
+        (out / name).unlink(missing_ok=True)
+    flags = ["--lengths", args.lengths, "--tokens", str(args.tokens), "--heads", str(args.heads),
+             "--head-dim", str(args.head_dim), "--dtype", args.dtype, "--iters", str(args.iters),
+             "--out", str(out), "--append", "--command", command(argv)]
+    flags += ["--interpret"] if args.interpret else []
+    failed = 0
+    for op in args.ops.split(","):
+        # In this process's group: whoever kills the group (scripts/gpu_check.py) kills it too.
+        proc = subprocess.Popen([sys.executable, __file__, "--ops", op, *flags])
+        try:
+            rc = proc.wait(timeout=args.op_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+            print(f"{op}: killed after --op-timeout {args.op_timeout} s", flush=True)
+        print(f"{op}: exit {rc}", flush=True)
+        failed += rc != 0
+    return 1 if failed else 0
 
 
 def write(out: Path, meta: dict, results: list[dict]) -> None:
@@ -288,4 +333,4 @@ def write(out: Path, meta: dict, results: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,13 +4,15 @@
     bash scripts/gpu_check.sh --dry-run            # on CPU: the same parts, tiny, interpreted
 
 Parts, in order, each a subprocess with its own timeout, its log in <out>/<part>.log and its
-status (ok / failed / timeout / skipped), seconds and error tail in <out>/parts.json; a part
-that fails never stops the next:
+status (ok / failed / timeout / terminated / skipped), seconds and error tail in
+<out>/parts.json; a part that fails never stops the next (SIGTERM stops the part in flight,
+skips the rest and still writes the summary):
   device     jax's backend, device and version (device.json)
   tests      pytest of the kernel tests and the Pallas conformance cases, the kernels native
-             on a GPU ($LRA_PALLAS_INTERPRET unset; on CPU the tests interpret) (tests.xml)
-  kernels    scripts/bench_kernels.py: flash, block_sparse, linear, topk against XLA and
-             cuDNN, fwd and fwd+bwd (kernels.json, kernels.md)
+             on a GPU ($LRA_PALLAS_INTERPRET unset; on CPU the tests interpret), float32
+             matmuls at full precision (tests.xml)
+  kernels    scripts/bench_kernels.py --isolate: flash, block_sparse, linear, topk against XLA
+             and cuDNN, fwd and fwd+bwd, one process per op (kernels.json, kernels.md)
   bench_L    `lra bench` of the Text model, one per length, 4K first (bench_L.json)
   tables     the speed table beside AdaMRA Table 2's figures (bench.md) and SMAT, Eq. 10
              (smat.md, smat.json), from the bench and the committed accuracy table
@@ -119,19 +121,27 @@ def part_commands(args) -> list[tuple[str, list[str], int]]:
     if "kernels" in wanted:
         cmd = [py, "scripts/bench_kernels.py", "--ops", args.kernel_ops, "--lengths",
                args.kernel_lengths, "--tokens", str(args.kernel_tokens), "--heads",
-               str(args.kernel_heads), "--iters", str(args.kernel_iters), "--out", str(out)]
+               str(args.kernel_heads), "--iters", str(args.kernel_iters), "--out", str(out),
+               "--isolate", "--op-timeout", str(max(30, args.budget_kernels // 2))]
         parts.append(("kernels", cmd + (["--interpret"] if args.dry_run else []), args.budget_kernels))
     if "bench" in wanted:
         lengths = args.bench_lengths.split(",")
-        for length in lengths:
+        # The first length (4K: the paper's column) gets half the time, the others share the rest.
+        shares = [1.0] if len(lengths) == 1 else [0.5] + [0.5 / (len(lengths) - 1)] * (len(lengths) - 1)
+        for length, share in zip(lengths, shares, strict=True):
             cmd = [py, "-m", "lra.cli", "bench", "--task", "text", "--size", args.bench_size,
                    "--models", args.bench_models, "--lengths", length, "--batch", str(args.bench_batch),
                    "--steps", str(args.bench_steps), "--warmup", str(args.bench_warmup),
                    "--out", str(out / f"bench_{length}.json")]
-            parts.append((f"bench_{length}", cmd, args.budget_bench // len(lengths)))
+            parts.append((f"bench_{length}", cmd, round(args.budget_bench * share)))
     if "tables" in wanted:
         parts.append(("tables", [py, __file__, "tables", str(out), args.accuracy], args.budget_tables))
     return parts
+
+
+# The tests compare float32 kernels with XLA at rtol 1e-4: on a GPU both would otherwise multiply
+# in TF32 (Pallas' Triton dot and XLA's default precision), 1e-3 apart.
+TEST_ENV = {"JAX_DEFAULT_MATMUL_PRECISION": "highest"}
 
 
 def child_env(dry_run: bool) -> dict[str, str]:
@@ -140,6 +150,15 @@ def child_env(dry_run: bool) -> dict[str, str]:
     if dry_run:
         env["JAX_PLATFORMS"] = "cpu"
     return env
+
+
+class Terminated(Exception):
+    """SIGTERM reached this script (e.g. from `timeout`): the part in flight is stopped."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # one is enough: let the summary be written
+    raise Terminated
 
 
 def run_part(name: str, cmd: list[str], timeout: float, out: Path, env: dict) -> dict:
@@ -154,10 +173,11 @@ def run_part(name: str, cmd: list[str], timeout: float, out: Path, env: dict) ->
         try:
             rc = proc.wait(timeout=timeout)
             status = "ok" if rc == 0 else "failed"
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, Terminated) as err:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            rc, status = proc.wait(), "timeout"
+            rc = proc.wait()
+            status = "timeout" if isinstance(err, subprocess.TimeoutExpired) else "terminated"
     record = {"name": name, "status": status, "returncode": rc,
               "seconds": round(time.monotonic() - start, 1), "timeout": round(timeout, 1),
               "command": shlex.join(cmd), "log": log.name}
@@ -200,16 +220,19 @@ def main(argv=None) -> int:
                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "deadline_seconds": args.deadline, "parts": []}
     start, slack = time.monotonic(), 0.0
+    signal.signal(signal.SIGTERM, _terminate)
     for name, cmd, budget in part_commands(args):
         left = args.deadline - (time.monotonic() - start)
-        if left < 1:
+        stopped = any(p["status"] == "terminated" for p in manifest["parts"])
+        if left < 1 or stopped:
             manifest["parts"].append({"name": name, "status": "skipped", "seconds": 0,
-                                      "command": shlex.join(cmd), "error_tail": ["deadline reached"]})
+                                      "command": shlex.join(cmd),
+                                      "error_tail": ["SIGTERM" if stopped else "deadline reached"]})
             continue
         timeout = min(budget + slack, left)
         if name == "tests":   # a pytest cut off writes none: never count a stale one
             (args.out / "tests.xml").unlink(missing_ok=True)
-        record = run_part(name, cmd, timeout, args.out, env)
+        record = run_part(name, cmd, timeout, args.out, {**env, **TEST_ENV} if name == "tests" else env)
         slack = max(0.0, timeout - record["seconds"])
         if name == "device" and record["status"] == "ok":
             manifest.update(json.loads((args.out / "device.json").read_text()))
@@ -275,6 +298,21 @@ def csv_runs(path: Path):
     return size, runs
 
 
+def variant_runs(runs: list, models) -> list:
+    """Copies of a method's accuracy runs under the name of each of `models` that is a bench
+    variant of it (performer-32, adamra-1/2..1/16): the accuracy table has methods only."""
+    from lra.experiments import report
+    from lra.training import config
+
+    copies = []
+    for model in models:
+        method = config.presets().variant(model)[0]
+        if method != model:
+            copies += [report.Run(r.path, {**r.summary, "model": model}, r.config)
+                       for r in runs if r.summary["model"] == method]
+    return copies
+
+
 def tables(out: str, accuracy: str) -> None:
     """bench.md (speed table and paper comparison) and smat.md/.json from bench_*.json."""
     from lra.experiments import bench, report
@@ -293,11 +331,15 @@ def tables(out: str, accuracy: str) -> None:
     size, runs = csv_runs(Path(accuracy))
     smat = []
     for group in groups:
-        avg, tasks = report.averages(runs)
+        variants = variant_runs(runs, group.models)
+        avg, tasks = report.averages(runs + variants)
         if sum(m in avg for m in group.models) < 2:
-            avg, tasks = report.common_averages(runs, group.models)
+            avg, tasks = report.common_averages(runs + variants, group.models)
         table, rows = report.smat_table(f"smat_{size}_{group.name}", avg, size, group, tasks)
         table.notes.append(f"Accuracy from {accuracy}.")
+        if variants:
+            table.notes.append("A bench variant takes its method's accuracy (trained at the method's "
+                               "preset): " + ", ".join(sorted({r.summary["model"] for r in variants})) + ".")
         smat.append((table, rows))
     (out / "smat.md").write_text("# SMAT\n\n" + "\n".join(report.markdown(t) for t, _ in smat))
     write_json(out / "smat.json", {t.name: rows for t, rows in smat})
