@@ -80,7 +80,8 @@ def base_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     c.data.seed = 0
 
     c.model = ml_collections.ConfigDict()
-    c.model.attention = args["model"]
+    c.model.name = args["model"]  # a method, or a variant of one (models.VARIANTS): runs' name
+    c.model.attention = models.variant(args["model"])[0]
     c.model.attention_kwargs = ml_collections.ConfigDict()
     c.model.num_layers = 2
     c.model.emb_dim = 64
@@ -125,8 +126,8 @@ def base_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
 
 
 def finish(c: ml_collections.ConfigDict, sizes: dict[str, dict]) -> ml_collections.ConfigDict:
-    """Apply the per-size values {size: {"data": {...}, "model": {...}, "train": {...}}}
-    and the method's preset from configs/models.py, then validate the method name."""
+    """Apply the per-size values {size: {"data": {...}, "model": {...}, "train": {...}}},
+    the method's preset from configs/models.py and, for a variant, its hyperparameters."""
     if c.size not in sizes:
         raise LRAError(f"task {c.task} has no size {c.size!r}; valid: {', '.join(sizes)}")
     for group, values in sizes[c.size].items():
@@ -135,4 +136,5 @@ def finish(c: ml_collections.ConfigDict, sizes: dict[str, dict]) -> ml_collectio
                 raise LRAError(f"config key {group}.{key} does not exist")
             c[group][key] = value
     c.model.attention_kwargs.update(models.preset(c.model.attention, c.size, c.task))
+    c.model.attention_kwargs.update(models.variant(c.model.get("name", c.model.attention))[1])
     return c

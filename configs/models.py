@@ -8,8 +8,10 @@ A method's constructor defaults are its paper's. A preset records:
 - size=lra: the LRA code's values where they differ from the paper's;
 - size=smoke/cpu: smaller blocks where the paper's would cover a whole short sequence.
 
-VARIANTS are named variants for `lra bench` (AdaMRA Table 2's rows), GROUPS named lists of
-bench rows (`lra bench --models table2`).
+VARIANTS are named variants of a method, usable wherever a model name is (`lra train
+--config text:model=adamra-rand`, `lra sweep --models`, `lra bench --models`, the report's
+rows): AdaMRA Table 2's bench rows and the AdaMRA ablations of Tables 4-5. GROUPS are named
+lists of bench rows (`lra bench --models table2`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ TASK_PRESETS: dict[str, dict[str, dict[str, dict]]] = {
     "scatterbrain": {"lra": _SCATTERBRAIN_TASKS, "nystrom": _SCATTERBRAIN_TASKS},
 }
 
-# Bench variants, {name: (method, hyperparameters on top of the method's preset)}: the rows of
+# Variants, {name: (method, hyperparameters on top of the method's preset)}. Bench rows: those of
 # AdaMRA Table 2 that are not a method at its preset ("Performer-32", "Nystromformer-32",
 # "Ours-(1/2,1/4,1/8,1/16)", "Ours-(1/4,1/8,1/16,1/32)": four heads, one per rate).
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -76,6 +78,19 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # Not a Table 2 row: the Sparse Transformer's per-head split of A(1), A(2) (§5.1, Eq. 7)
     # beside its merged default, to compare their cost side by side.
     "sparse_fixed-split": ("sparse_fixed", {"heads": "split"}),
+    # AdaMRA's ablations (Tables 4-5), named for run folders (no '/'). Table 4 model 3 and
+    # Table 5's ReLU row are the method's defaults: `adamra` itself.
+    "adamra-r4-32": ("adamra", {"compression_rates": (1 / 4, 1 / 32)}),  # Table 4 model 1
+    "adamra-r4-8-16-32": ("adamra", {"compression_rates": (1 / 4, 1 / 8, 1 / 16, 1 / 32)}),  # 5
+    "adamra-r2x3": ("adamra", {"compression_rates": (1 / 2, 1 / 2, 1 / 2)}),  # 9: one resolution
+    "adamra-r4x3": ("adamra", {"compression_rates": (1 / 4, 1 / 4, 1 / 4)}),  # 10: one resolution
+    # Table 5 "Rand": each position sent to a head drawn at init. Its gate is 1 whatever `gate`
+    # says; gate="mask" records that. `adamra-mask` (the learned router with that same unscaled
+    # gate, the paper's literal wording) is the control that changes only the routing.
+    "adamra-rand": ("adamra", {"router": "random", "gate": "mask"}),
+    "adamra-mask": ("adamra", {"gate": "mask"}),
+    "adamra-softmax": ("adamra", {"feature_map": "softmax"}),  # Table 5 "Softmax"
+    "adamra-elu": ("adamra", {"feature_map": "elu+1"}),  # Table 5 "ELU+1"
 }
 
 # Named lists of bench rows: AdaMRA Table 2 (and Table 3, its SMAT) in the paper's order.
@@ -95,11 +110,13 @@ def preset(name: str, size: str, task: str | None = None) -> dict:
 
 
 def variant(name: str) -> tuple[str, dict]:
-    """(method, hyperparameters) of a bench row: a VARIANTS name or a method at its preset."""
+    """(method, hyperparameters on top of its preset) of a model name: a VARIANTS name or a
+    method (no hyperparameters)."""
     if name in VARIANTS:
         method, kwargs = VARIANTS[name]
         return method, dict(kwargs)
     if name not in attention.names():
-        raise LRAError(f"unknown model {name!r}; valid: methods "
+        raise LRAError(f"unknown model {name!r} (neither an attention method nor a variant); "
+                       f"valid: methods "
                        f"{', '.join(attention.names())}; variants {', '.join(VARIANTS)}")
     return name, {}

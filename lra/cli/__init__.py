@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a task x model x size x seed grid, one process each",
                         epilog="--config.KEY=VALUE overrides apply to every run")
     sw.add_argument("--tasks", default="listops")
-    sw.add_argument("--models", default="softmax", help="all | a,b,c")
+    sw.add_argument("--models", default="softmax",
+                    help="all (every method) | a,b,c of methods and variants (configs/models.py)")
     sw.add_argument("--sizes", default="cpu")
     sw.add_argument("--seeds", default="0")
     sw.add_argument("--from", dest="from_file", default=None,

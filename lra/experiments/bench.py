@@ -62,11 +62,8 @@ def model_names(text: str) -> list[str]:
 
 def bench_config(task: str, model: str, length: int, batch: int, size: str, overrides: dict):
     """The config of bench row `model` (a method or a variant); `overrides` come last."""
-    method, kwargs = config.presets().variant(model)
-    pinned = {f"model.attention_kwargs.{k}": repr(v) for k, v in kwargs.items()}
-    return config.load(f"{task}:model={method},size={size}",
-                       {**pinned, **overrides, "data.max_len": str(length),
-                        "train.batch_size": str(batch)})
+    return config.load(f"{task}:model={model},size={size}",
+                       {**overrides, "data.max_len": str(length), "train.batch_size": str(batch)})
 
 
 def measure(task: str, model: str, length: int, batch: int, size: str = "nystrom",

@@ -2,7 +2,8 @@
 
 Tables, each written as markdown, CSV and LaTeX:
 
-- accuracy, one per model size: LRA Table 1 (Tay et al. 2020): rows are models, columns
+- accuracy, one per model size: LRA Table 1 (Tay et al. 2020): rows are models (the
+  summary's `model`: a method, or a named variant of one such as `adamra-rand`), columns
   ListOps, Text, Retrieval, Image, Pathfinder, Path-X and Avg; a cell is the mean ± sample
   standard deviation (ddof=1) over seeds of the test accuracy (%) of the finished runs
   (status ok or stuck), learned or not, and, when any summary records learning, `(k/n)`:
@@ -52,7 +53,7 @@ CHANCE = 0.5  # Path-X is binary
 CHANCE_MARGIN = 0.01  # Path-X below 51% mean test accuracy is FAIL
 LEARNED_MARGIN = 0.01  # a summary without `learned`: best_val_acc this close to chance is not
 COUNTED = ("ok", "stuck")  # the statuses whose runs count in a cell
-IGNORED_CONFIG = ("seed", "wandb.", "distributed", "train.num_devices")
+IGNORED_CONFIG = ("seed", "wandb.", "distributed", "train.num_devices", "model.name")
 MIB = 2**20
 MILESTONES = (0.1, 0.25, 0.5, 1.0)  # fractions of train.steps in the expected-curves table
 

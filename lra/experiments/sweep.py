@@ -1,6 +1,8 @@
 """Task x model x size x seed grids, one process per run, resumable and shardable.
 
-Run directories are `<workdir>/<task>/<size>/<model>/seed<k>`; each run's output goes
+Run directories are `<workdir>/<task>/<size>/<model>/seed<k>`, where a model is a method or
+a named variant of one (configs/models.py VARIANTS, e.g. `adamra-rand`; a name with '/' is
+refused: it would nest folders); each run's output goes
 to `train.log` there, and a run that dies early gets a summary naming its last line.
 A rerun skips runs
 whose summary says ok, diverged or oom, and resumes the others from their latest
@@ -91,7 +93,8 @@ def grid(tasks: str, models: str, sizes: str, seeds: str,
     extra = tuple(sorted((overrides or {}).items()))
     return [Run(t, m, s, k, extra) for t, s, m, k in itertools.product(
         _names(tasks, data.names(), "task"), _names(sizes, list(SIZES), "size"),
-        _names(models, attention.names(), "model"), seed_list)]
+        attention.names() if models == "all" else
+        _names(models, [*attention.names(), *config.presets().VARIANTS], "model"), seed_list)]
 
 
 def from_file(path: str) -> list[Run]:
@@ -106,6 +109,9 @@ def from_file(path: str) -> list[Run]:
 def check(runs: Iterable[Run]) -> None:
     """Validate every run's config (all shards') before the first run starts."""
     for run in runs:
+        if "/" in run.model:
+            raise LRAError(f"model {run.model!r}: a sweep names run folders by model, so its "
+                           "name may not contain '/'; use a variant without '/' (configs/models.py)")
         try:
             config.load(f"{run.task}:model={run.model},size={run.size}",
                         {"seed": str(run.seed), **dict(run.overrides)})

@@ -106,16 +106,25 @@ def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.C
 
 
 def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
-    """Apply `--config.KEY=VALUE` overrides; a swapped-in method starts from its own preset."""
+    """Apply `--config.KEY=VALUE` overrides; a method swapped in by model.attention, or a method
+    or variant by model.name, starts from its own preset (and the variant's hyperparameters)."""
     models = presets()
     kwargs = {k: v for k, v in overrides.items() if k.startswith("model.attention_kwargs.")}
-    method = c.model.attention
+    method, name = c.model.attention, c.model.get("name")
     for key, value in overrides.items():
         if key not in kwargs:
             override(c, key, value)
-    if c.model.attention != method:
+    extra, renamed = {}, c.model.get("name") != name
+    if renamed:  # --config.model.name: it names the method
+        try:
+            c.model.attention, extra = models.variant(c.model.name)
+        except LRAError as e:
+            raise LRAError(f"model.name: {e}") from None
+    elif c.model.attention != method and name is not None:
+        c.model.name = c.model.attention
+    if c.model.attention != method or renamed:
         c.model.attention_kwargs = ml_collections.ConfigDict(
-            models.preset(c.model.attention, c.size, c.task))
+            {**models.preset(c.model.attention, c.size, c.task), **extra})
     for key, value in kwargs.items():
         override(c, key, value)
     validate(c)
@@ -128,6 +137,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     reference = config_module(c.task).get_config(f"size={c.size}")
     config_schema.check(c, reference)
     info = attention.info(c.model.attention)
+    name = c.model.get("name", c.model.attention)
+    if presets().variant(name)[0] != info.name:
+        raise LRAError(f"model.name={name!r} is not model.attention={info.name!r} or a variant of "
+                       "it (configs/models.py VARIANTS); pick the model with model=NAME")
     unknown = sorted(set(c.model.attention_kwargs.keys()) - set(info.defaults))
     if unknown:
         raise LRAError(f"model.attention_kwargs.{unknown[0]} is not a hyperparameter of "

@@ -93,6 +93,7 @@ KEYS: dict[str, Rule] = {
     "data.style": one_of(*pathfinder_draw.DRAWERS),
     "data.distractor_paddles": Rule(int, 0, none=True),
     "model.attention": TEXT,  # a registered method: the registry checks it
+    "model.name": TEXT,  # the method or a variant of it (configs/models.py): config.validate
     "model.num_layers": count(1),
     "model.emb_dim": count(1),
     "model.mlp_dim": count(1),

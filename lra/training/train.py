@@ -257,7 +257,8 @@ def _train(config, workdir: Path, progress: Progress | None, stop: StopRequest) 
 
     t = config.train
     summary = {
-        "task": config.task, "model": config.model.attention, "size": config.size,
+        "task": config.task, "model": config.model.get("name", config.model.attention),
+        "attention": config.model.attention, "size": config.size,
         "seed": config.seed, "params": int(trainer.num_params), "steps": 0,
         "device": f"{jax.devices()[0].device_kind} x{mesh.size}", "jax_version": jax.__version__,
         "git_commit": git_commit(), "batch_size": t.batch_size, "max_len": meta["max_len"],

@@ -20,7 +20,7 @@ from lra.errors import LRAError
 
 log = logging.getLogger(__name__)
 
-IGNORED_KEYS = ("wandb",)  # may change between a run and its resume
+IGNORED_KEYS = ("wandb", "model.name")  # may change between a run and its resume (a label)
 LOCK = ".lock"
 
 
