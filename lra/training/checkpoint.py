@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -32,6 +33,23 @@ def _abstract(tree):
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         tree)
+
+
+def _quiet_abandoned_writes() -> None:
+    """Silence what a failed save's sibling writes print later, so the error stays one line.
+
+    When one tensorstore write fails, orbax's event loop closes with the other writes still
+    in flight; as they finish, asyncio logs "Future exception was never retrieved" and
+    tensorstore's callback thread prints "RuntimeError: Event loop is closed" through
+    sys.excepthook (it calls PyErr_Print). Both are echoes of the error already raised."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+            previous(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 class Checkpoints:
@@ -59,6 +77,7 @@ class Checkpoints:
         except Exception as e:
             if not is_disk_full(e):
                 raise
+            _quiet_abandoned_writes()
             folder = Path(manager.directory)
             for partial in folder.glob(f"{step}.orbax-checkpoint-tmp*"):
                 shutil.rmtree(partial, ignore_errors=True)
