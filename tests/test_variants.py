@@ -71,6 +71,14 @@ def test_an_old_config_without_a_name_still_loads_and_resumes(tmp_path):
     workdir.check_config(tmp_path, c)  # its resume is not refused for the new key
 
 
+def test_a_variant_with_tuple_rates_resumes(tmp_path):
+    """config.json holds the rates as a JSON list; the loaded variant holds a tuple."""
+    c = config.load("listops:model=adamra-r2x3,size=smoke").to_dict()
+    assert isinstance(c["model"]["attention_kwargs"]["compression_rates"], tuple)
+    (tmp_path / "config.json").write_text(json.dumps(c))
+    workdir.check_config(tmp_path, c)
+
+
 def test_two_variants_of_one_method_get_their_own_folders_and_rows(tmp_path, monkeypatch):
     def command(self, work):  # a `lra train` stand-in writing what train.py would
         c = config.load(f"{self.task}:model={self.model},size={self.size}")

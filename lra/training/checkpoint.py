@@ -40,16 +40,20 @@ def _quiet_abandoned_writes() -> None:
 
     When one tensorstore write fails, orbax's event loop closes with the other writes still
     in flight; as they finish, asyncio logs "Future exception was never retrieved" and
-    tensorstore's callback thread prints "RuntimeError: Event loop is closed" through
-    sys.excepthook (it calls PyErr_Print). Both are echoes of the error already raised."""
+    tensorstore's callback thread reports "RuntimeError: Event loop is closed" through
+    sys.unraisablehook (PyErr_WriteUnraisable). Both only echo the error already raised."""
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    previous = sys.excepthook
+    previous = sys.unraisablehook
 
-    def hook(kind, value, traceback):
-        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-            previous(kind, value, traceback)
+    def hook(unraisable):
+        if not (unraisable.exc_type is RuntimeError
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
 
-    sys.excepthook = hook
+    sys.unraisablehook = hook
+
+
+_quiet_abandoned_writes()
 
 
 class Checkpoints:
@@ -77,7 +81,6 @@ class Checkpoints:
         except Exception as e:
             if not is_disk_full(e):
                 raise
-            _quiet_abandoned_writes()
             folder = Path(manager.directory)
             for partial in folder.glob(f"{step}.orbax-checkpoint-tmp*"):
                 shutil.rmtree(partial, ignore_errors=True)

@@ -119,7 +119,7 @@ def check_config(workdir: Path, config: dict) -> None:
     path = workdir / "config.json"
     if not path.exists():
         return
-    old, new = flatten(read_json(path)), flatten(config)
+    old, new = flatten(read_json(path)), flatten(json.loads(json.dumps(config)))  # tuples: lists
     diff = sorted(k for k in old.keys() | new.keys()
                   if old.get(k) != new.get(k) and not k.startswith(IGNORED_KEYS))
     if diff:
