@@ -11,11 +11,9 @@ size=cpu; its softmax runs are the top-k claim's, so one workdir serves both):
 is the test accuracy (%) of the best-validation checkpoint, mean ± std (ddof=1) over seeds,
 of the finished runs (as `lra report` counts them), with the paper's Text figure beside it.
 
-Each conclusion compares pairs of rows (A should beat B) per task. With d = mean(A) - mean(B),
-s the pooled std of the two rows and t = d / (s sqrt(1/n_A + 1/n_B)): a pair is reproduced
-when t >= 2 (A leads by twice its standard error), not reproduced when d <= 0 (A does not
-lead), undecided otherwise or with fewer than 2 seeds a row. A conclusion is reproduced when
-all its pairs are, not reproduced when any is not, undecided otherwise.
+Each conclusion compares pairs of rows (A should beat B) per task under the t-rule of
+lra/experiments/claims.py; a conclusion is reproduced when all its pairs are, not
+reproduced when any is not, undecided otherwise.
 
 Writes OUT/adamra_ablations.json (every accuracy, the verdicts, command, commit, date,
 seeds), OUT/adamra_ablations.md (the table) and OUT/adamra_ablations.png (bars, std error
@@ -27,17 +25,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from lra.experiments.report import check_configs, collect
+from lra.experiments.claims import T_MIN, accuracies, cell, combine, commit, compare, pair_text, stats
 from lra.training.config import load_file
 
 GRID = Path(__file__).resolve().parents[1] / "configs" / "claims_adamra.py"
-T_MIN = 2.0
 # (claim, pairs (A, B): A should beat B). Table 4's single-resolution models 9 and 10 are
 # compared with model 3, which has their 3 heads; the routing with both gates.
 CONCLUSIONS = (
@@ -47,43 +41,6 @@ CONCLUSIONS = (
      (("adamra-mask", "adamra-rand"), ("adamra", "adamra-rand"))),
     ("ReLU beats ELU+1 as the feature map (Table 5)", (("adamra", "adamra-elu"),)),
 )
-
-
-def accuracies(runs: list[Path], grid, size: str) -> dict[tuple[str, str], list[float]]:
-    """{(task, model): [test accuracy % per finished seed]} of the grid's cells at `size`
-    (refused, as by `lra report`, when two seeds of a cell differ in config)."""
-    found = [run for run in collect(runs)[0] if run.key[0] == size and run.key[1] in grid.TASKS
-             and run.key[2] in grid.MODELS]
-    check_configs(found)
-    out: dict[tuple[str, str], list[float]] = {}
-    for run in found:
-        if run.accuracy is not None:
-            out.setdefault(run.key[1:], []).append(100 * run.accuracy)
-    return out
-
-
-def stats(xs: list[float]) -> dict:
-    return {"n": len(xs), "mean": statistics.mean(xs) if xs else None,
-            "std": statistics.stdev(xs) if len(xs) > 1 else None, "values": xs}
-
-
-def compare(a: list[float], b: list[float]) -> dict:
-    """One pair's verdict (A should beat B) under the rule of the docstring."""
-    if len(a) < 2 or len(b) < 2:
-        return {"verdict": "undecided", "why": "fewer than 2 seeds"}
-    d = statistics.mean(a) - statistics.mean(b)
-    s = math.sqrt(((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b))
-                  / (len(a) + len(b) - 2))
-    se = s * math.sqrt(1 / len(a) + 1 / len(b))
-    t = d / se if se > 0 else math.copysign(math.inf, d) if d else 0.0
-    verdict = "reproduced" if t >= T_MIN else "not reproduced" if d <= 0 else "undecided"
-    return {"verdict": verdict, "d": d, "pooled_std": s, "t": t}
-
-
-def combine(verdicts: list[str]) -> str:
-    if all(v == "reproduced" for v in verdicts):
-        return "reproduced"
-    return "not reproduced" if "not reproduced" in verdicts else "undecided"
 
 
 def conclusions(acc: dict, tasks) -> list[dict]:
@@ -96,19 +53,6 @@ def conclusions(acc: dict, tasks) -> list[dict]:
             per_task[task] = {"verdict": combine([c["verdict"] for c in checks]), "pairs": checks}
         out.append({"claim": claim, "tasks": per_task})
     return out
-
-
-def cell(s: dict) -> str:
-    if not s["n"]:
-        return "—"
-    return f"{s['mean']:.2f} ± {s['std']:.2f} (n={s['n']})" if s["std"] is not None \
-        else f"{s['mean']:.2f} (n=1)"
-
-
-def pair_text(c: dict) -> str:
-    if "d" not in c:
-        return f"{c['a']} vs {c['b']}: {c['why']}"
-    return f"{c['a']} − {c['b']} = {c['d']:+.2f} (pooled std {c['pooled_std']:.2f}, t {c['t']:.1f})"
 
 
 def markdown(grid, acc: dict, concl: list[dict], meta: dict) -> list[str]:
@@ -169,14 +113,12 @@ def build(runs: Path, out: Path, command: str, size: str | None = None) -> dict:
     grid's) to `out`; returns the JSON."""
     grid = load_file(GRID)
     size = size or grid.SIZE
-    acc = accuracies([runs], grid, size)
+    acc = accuracies([runs], size, grid.TASKS, grid.MODELS)
     if not acc:
         raise SystemExit(f"no finished size={size} runs of configs/claims_adamra.py under {runs}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=GRID.parent).stdout.strip() or "unknown"
     concl = conclusions(acc, grid.TASKS)
     meta = {"claim": "AdaMRA ablations (Zhang et al. 2021, Tables 4-5)", "command": command,
-            "commit": commit, "date": datetime.date.today().isoformat(), "size": size,
+            "commit": commit(GRID.parent), "date": datetime.date.today().isoformat(), "size": size,
             "seeds": list(grid.SEEDS), "rule": {"t_min": T_MIN},
             "rows": [{"table": table, "paper_row": row, "model": model, "paper_text": paper,
                       **{task: stats(acc.get((task, model), [])) for task in grid.TASKS}}

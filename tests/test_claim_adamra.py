@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lra import cli
-from lra.experiments import sweep
+from lra.experiments import claims, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = str(ROOT / "configs" / "claims_adamra.py")
@@ -71,11 +71,11 @@ def test_the_conclusions_can_be_reproduced_not_reproduced_or_undecided(tmp_path)
 
 def test_a_lead_within_the_seed_spread_is_undecided():
     # d = 0.5, pooled std 1, t = 0.61: undecided; d = 2, std 0.5: t = 4.9, reproduced
-    assert builder.compare([70.5, 69.5, 71.5], [70, 69, 71])["verdict"] == "undecided"
-    assert builder.compare([72, 71.5, 72.5], [70, 69.5, 70.5])["verdict"] == "reproduced"
-    assert builder.compare([70, 71, 69], [70, 71, 69])["verdict"] == "not reproduced"
-    assert builder.compare([70], [60, 61])["verdict"] == "undecided"
-    assert builder.combine(["reproduced", "undecided"]) == "undecided"
+    assert claims.compare([70.5, 69.5, 71.5], [70, 69, 71])["verdict"] == "undecided"
+    assert claims.compare([72, 71.5, 72.5], [70, 69.5, 70.5])["verdict"] == "reproduced"
+    assert claims.compare([70, 71, 69], [70, 71, 69])["verdict"] == "not reproduced"
+    assert claims.compare([70], [60, 61])["verdict"] == "undecided"
+    assert claims.combine(["reproduced", "undecided"]) == "undecided"
 
 
 @pytest.mark.slow
