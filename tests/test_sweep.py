@@ -47,6 +47,10 @@ def test_sweep_from_a_config_file(tmp_path):
                  " seed=s, overrides={'train.steps': 5}) for s in (0, 1)]\n")
     runs = sweep.from_file(str(f))
     assert [r.seed for r in runs] == [0, 1] and runs[0].overrides == (("train.steps", "5"),)
+    # the command line's --config.* apply to every run, over the file's own
+    runs = sweep.from_file(str(f), {"train.steps": "7", "train.lr": "0.01"})
+    assert runs[1].overrides == (("train.lr", "0.01"), ("train.steps", "7"))
+    assert "--config.train.lr=0.01" in runs[1].command(tmp_path)
 
 
 def test_killed_sweep_resumes_and_skips_finished_runs(tmp_path):

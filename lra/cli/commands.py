@@ -44,7 +44,7 @@ def run_config(c, workdir: str | Path) -> dict:
         import jax
 
         jax.distributed.initialize()
-    with progress_bar(f"{c.task}/{c.model.attention}") as update:
+    with progress_bar(f"{c.task}/{c.model.get('name') or c.model.attention}") as update:
         return trainer.train(c, workdir, progress=update)
 
 
@@ -83,7 +83,7 @@ def sweep(args, overrides: dict[str, str]) -> int:
     if args.launcher == "slurm" and (args.reseed_stuck or args.jobs != 1):
         raise LRAError(f"{'--reseed-stuck' if args.reseed_stuck else '--jobs'} runs with "
                        "--launcher local only")
-    runs = (sweeps.from_file(args.from_file) if args.from_file else
+    runs = (sweeps.from_file(args.from_file, overrides) if args.from_file else
             sweeps.grid(args.tasks, args.models, args.sizes, args.seeds, overrides))
     sweeps.check(runs)
     runs = sweeps.shard(runs, args.shard)

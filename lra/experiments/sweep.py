@@ -97,12 +97,15 @@ def grid(tasks: str, models: str, sizes: str, seeds: str,
         _names(models, [*attention.names(), *config.presets().VARIANTS], "model"), seed_list)]
 
 
-def from_file(path: str) -> list[Run]:
+def from_file(path: str, overrides: dict[str, str] | None = None) -> list[Run]:
+    """The runs of a file's sweep(); `overrides` (the command line's --config.*) apply to
+    every run, over the file's own."""
     module = config.load_file(Path(path))
     if not hasattr(module, "sweep"):
         raise LRAError(f"{path} defines no sweep() function")
     return [Run(r["task"], r["model"], r["size"], int(r.get("seed", 0)),
-                tuple(sorted((k, str(v)) for k, v in r.get("overrides", {}).items())))
+                tuple(sorted({**{k: str(v) for k, v in r.get("overrides", {}).items()},
+                              **(overrides or {})}.items())))
             for r in module.sweep()]
 
 
