@@ -24,7 +24,7 @@ def test_topk_with_k_covering_the_sequence_reproduces_softmax(run_dir, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert cli.main(["eval", "--workdir", str(run_dir), "--config.model.attention=topk",
                      "--config.model.attention_kwargs.k=128"]) == 0
-    result = json.loads((run_dir / "eval_topk.json").read_text())
+    result = json.loads((run_dir / "eval_topk-k128.json").read_text())
     assert result["trained_with"] == "softmax" and result["evaluated_with"] == "topk"
     assert result["attention_kwargs"] == {"k": 128, "chunk": 16}  # smoke preset, then override
     assert result["test_accuracy"] == pytest.approx(summary["test_acc"])
@@ -86,3 +86,12 @@ def test_overrides_of_a_saved_config_work_outside_the_repo(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "'k': 8" in out.stdout
+
+
+def test_evaluations_at_different_settings_keep_their_own_files():
+    k = "model.attention_kwargs."
+    assert evaluate.result_name("topk", {"model.attention": "topk", f"{k}k": "64"}) \
+        == "eval_topk-k64.json"
+    assert evaluate.result_name("topk", {f"{k}k": "8", f"{k}chunk": "16"}) \
+        == "eval_topk-chunk16-k8.json"
+    assert evaluate.result_name("softmax", {"train.batch_size": "8"}) == "eval_softmax.json"

@@ -4,7 +4,7 @@ Top-k attention is claimed to be a drop-in replacement for softmax attention at
 inference, without retraining (Gupta et al. 2021, §5): `lra eval --workdir W
 --config.model.attention=topk` restores W's best checkpoint into a model whose layers
 use the new method and evaluates it on the validation and test splits, writing
-`W/eval_<method>.json`.
+`W/eval_<method>[-<key><value>...].json` (one file per method and attention_kwargs override).
 
 Swapping works when the new method's parameters are exactly the trained ones (the
 shared q, k, v and output projections of MultiHeadAttention); a method with parameters
@@ -94,7 +94,8 @@ def restore(workdir: str | Path, overrides: dict[str, str] | None = None):
     trainer = trained if c.to_dict() == saved.to_dict() else train.Trainer(c, meta, mesh)
     diff = param_differences(best["params"], trainer.state["params"])
     if diff:
-        raise LRAError(f"cannot swap {saved.model.attention} for {c.model.attention} in "
+        raise LRAError(f"cannot swap {saved.model.get('name') or saved.model.attention} for "
+                       f"{c.model.get('name') or c.model.attention} in "
                        f"{workdir}: the parameters differ ({', '.join(diff[:4])}"
                        f"{', ...' if len(diff) > 4 else ''}); only methods whose parameters "
                        "are the shared q, k, v and output projections can be swapped in")
@@ -105,9 +106,18 @@ def restore(workdir: str | Path, overrides: dict[str, str] | None = None):
     return c, trainer, splits, saved
 
 
+def result_name(method: str, overrides: dict[str, str]) -> str:
+    """eval_<method>.json, with each model.attention_kwargs override appended (eval_topk-k64.json),
+    so that evaluations at different settings keep their own files."""
+    prefix = "model.attention_kwargs."
+    kwargs = "".join(f"-{k[len(prefix):]}{v}" for k, v in sorted(overrides.items())
+                     if k.startswith(prefix))
+    return f"eval_{method}{kwargs}.json".replace("/", "_")
+
+
 def evaluate(workdir: str | Path, overrides: dict[str, str]) -> dict:
     """Validation and test accuracy of `workdir`'s best checkpoint under `overrides`;
-    also written to `workdir/eval_<method>.json`."""
+    also written next to the run, under result_name()."""
     workdir = Path(workdir)
     start = time.perf_counter()
     c, trainer, splits, saved = restore(workdir, overrides)
@@ -124,7 +134,7 @@ def evaluate(workdir: str | Path, overrides: dict[str, str]) -> dict:
         "trained_test_acc": summary.get("test_acc"), "best_step": summary.get("best_step"),
         "eval_seconds": round(time.perf_counter() - start, 3),
     }
-    write_json(workdir / f"eval_{c.model.attention}.json", result)
+    write_json(workdir / result_name(c.model.attention, overrides), result)
     log.info("%s evaluated with %s: test accuracy %.4f", workdir, c.model.attention,
              test["accuracy"])
     return result
