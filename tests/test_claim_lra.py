@@ -43,6 +43,14 @@ def test_the_adamra_numbers_are_the_papers():
     assert re.search(r"Ours 160\.0 \(0\.78\) 1475 \(0\.02\) 63\.09 \(1\.00\) (\d\.\d\d)",
                      text).group(1) == f"{grid.SMAT_PAPER['adamra']:.2f}"
     assert "58.77 (0.54) 0.54" in text and grid.SMAT_PAPER["softmax"] == 0.54
+    # the other six rows, which the text gives column by column (ListOps, Text, ... Avg)
+    names = "BigBird Reformer Linformer Linear Trans. Performer Nyströmformer "
+    numbers = text[text.index(names) + len(names):].split()[:36]
+    columns = [list(map(float, numbers[6 * c:6 * c + 6])) for c in range(6)]
+    for i, model in enumerate(("bigbird", "reformer", "linformer", "linear", "performer",
+                               "nystrom")):
+        assert grid.PAPER[model][1] == (columns[0][i], columns[1][i])
+        assert sum(col[i] for col in columns[:5]) / 5 == pytest.approx(columns[5][i], abs=0.006)
 
 
 def test_spearman_matches_scipy():
@@ -62,9 +70,12 @@ def fake_runs(root: Path, accuracy) -> None:
                      "test_acc": accuracy(task, model, seed), "learned": True}))
 
 
-def fake_bench(path: Path, speed: dict, memory: dict) -> None:
+def fake_bench(path: Path, speed: dict, memory: dict, rounds: dict | None = None) -> None:
+    """A 4K bench at batch 4; `rounds` gives a model's examples/s in each interleaved round."""
     rows = [{"model": m, "attention": m, "length": 4096, "status": "ok",
-             "examples_per_second": speed[m], "peak_memory_bytes": memory[m]} for m in speed]
+             "examples_per_second": speed[m], "peak_memory_bytes": memory[m],
+             "round_step_seconds": [4 / x for x in (rounds or {}).get(m, [speed[m]] * 3)]}
+            for m in speed]
     path.write_text(json.dumps({"task": "text", "size": "nystrom", "batch": 4, "device": "cpu",
                                 "results": rows}))
 
@@ -109,12 +120,55 @@ def test_a_method_ahead_of_adamra_makes_it_not_reproduced(tmp_path):
 
 
 def test_missing_text_runs_leave_smat_methods_out(tmp_path):
-    fake_runs(tmp_path / "runs", lambda t, m, s: 0.6 + 0.01 * s)
+    fake_runs(tmp_path / "runs", lambda t, m, s: (0.9 if m == "adamra" else 0.6) + 0.01 * s)
     for seed in grid.SEEDS:  # no Text run of bigbird: out of SMAT, no Text cell
         (tmp_path / "runs" / "text" / "cpu" / "bigbird" / f"seed{seed}" / "summary.json").unlink()
     fake_bench(tmp_path / "bench.json", {m: 1.0 for m in grid.SMAT_PAPER},
                {m: 1e8 for m in grid.SMAT_PAPER})
     out = builder.build(tmp_path / "runs", tmp_path / "bench.json", tmp_path / "out", "test")
-    assert out["smat"]["left_out"] == ["bigbird"]
+    assert out["smat"]["no_runs"] == ["bigbird"] and out["smat"]["no_bench"] == []
     row = next(r for r in out["table"]["rows"] if r["model"] == "bigbird")
     assert row["text"]["n"] == 0 and row["listops"]["n"] == 3
+    leads = out["table"]["adamra_beats_every_method"]  # ahead of all it met, but not all met
+    assert leads["listops"]["verdict"] == "reproduced"
+    assert (leads["text"]["verdict"], leads["text"]["missing"]) == ("undecided", ["bigbird"])
+
+
+def test_a_bench_round_where_adamra_is_not_best_leaves_it_undecided(tmp_path):
+    order = list(grid.SMAT_PAPER)
+    fake_runs(tmp_path / "runs", lambda t, m, s: 0.8 - 0.02 * order.index(m) if m in order
+              else 0.5)
+    speed = {m: 10.0 - i for i, m in enumerate(order)}
+    memory = {m: 1e8 * (1 + i) for i, m in enumerate(order)}
+    # in round 2 linear runs 30 examples/s: best there
+    fake_bench(tmp_path / "bench.json", speed, memory,
+               rounds={"linear": [speed["linear"], 30.0, speed["linear"]]})
+    s = builder.build(tmp_path / "runs", tmp_path / "bench.json", tmp_path / "o", "t")["smat"]
+    assert s["rows"][0]["model"] == "adamra" and s["round_best"] == ["adamra", "linear", "adamra"]
+    assert s["adamra_best"]["verdict"] == "undecided"
+
+
+def test_adamra_without_a_bench_row_is_undecided_and_named(tmp_path):
+    fake_runs(tmp_path / "runs", lambda t, m, s: 0.6 + 0.01 * s)
+    others = [m for m in grid.SMAT_PAPER if m != "adamra"]
+    fake_bench(tmp_path / "bench.json", {m: 1.0 for m in others}, {m: 1e8 for m in others})
+    s = builder.build(tmp_path / "runs", tmp_path / "bench.json", tmp_path / "o", "t")["smat"]
+    assert s["no_bench"] == ["adamra"] and s["no_runs"] == []
+    assert s["adamra_best"]["verdict"] == "undecided"
+    assert "Left out (no bench result): adamra." in (tmp_path / "o" / "smat.md").read_text()
+
+
+def test_orderings_follow_the_papers_columns_without_the_shared_sparse_row(tmp_path):
+    """Harness means ranked exactly as AdaMRA Table 1's ListOps column: rho 1 over its eight
+    methods; the LRA column's rho counts one row per method, so the two sparse methods (one
+    shared LRA row) are left out."""
+    def accuracy(task, model, seed):
+        paper = grid.PAPER[model][1]
+        return (paper[0] if paper else 30.0) / 100 + 0.001 * seed
+    fake_runs(tmp_path / "runs", accuracy)
+    fake_bench(tmp_path / "bench.json", {"softmax": 1.0}, {"softmax": 1e8})
+    order = builder.build(tmp_path / "runs", tmp_path / "bench.json", tmp_path / "o",
+                          "t")["table"]["orderings"]
+    assert order["listops vs AdaMRA Table 1"] == {"rho": pytest.approx(1.0), "methods": 8}
+    with_lra_row = [m for m in grid.MODELS if grid.PAPER[m][0] is not None]
+    assert order["listops vs LRA Table 1"]["methods"] == len(with_lra_row) - 2
