@@ -20,17 +20,17 @@ import argparse
 import datetime
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from lra.experiments import claims, report
 from lra.experiments.evaluate import evaluate
 
 THRESHOLD = 0.5  # accuracy points: "costs little accuracy"
 
 
 def mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.2f}"
+    return "{:.2f} ± {:.2f}".format(*report.mean_std(xs))
 
 
 def runs_of(root: Path) -> dict[str, list[Path]]:
@@ -52,8 +52,8 @@ def table(rows: list[dict], ks: list[int]) -> tuple[list[str], dict]:
         for k in ks:
             delta = [100 * (r["topk"][str(k)] - r["exact"]) for r in mine]
             acc = [100 * r["topk"][str(k)] for r in mine]
-            spread = statistics.stdev(delta) if len(delta) > 1 else 0.0
-            cells.append(f"{mean_std(acc)} (Δ {statistics.mean(delta):+.2f} ± {spread:.2f})")
+            cells.append(f"{mean_std(acc)} (Δ {statistics.mean(delta):+.2f} ± "
+                         f"{report.mean_std(delta)[1]:.2f})")
             if k == 64:
                 verdict[task] = -statistics.mean(delta)
         lines.append(f"| {task} (L = {mine[0]['max_len']}) | {len(mine)} | {mean_std(exact)} | "
@@ -107,8 +107,7 @@ def main() -> None:
     lines, verdict = table(rows, ks)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = claims.commit(Path(__file__).parent)
     meta = {"claim": "top-k attention is a drop-in replacement for softmax (Gupta et al. 2021)",
             "command": " ".join(["python", *sys.argv]), "commit": commit,
             "date": datetime.date.today().isoformat(), "threshold_points": THRESHOLD,

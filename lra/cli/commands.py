@@ -44,7 +44,7 @@ def run_config(c, workdir: str | Path) -> dict:
         import jax
 
         jax.distributed.initialize()
-    with progress_bar(f"{c.task}/{c.model.get('name') or c.model.attention}") as update:
+    with progress_bar(f"{c.task}/{config.model_name(c)}") as update:
         return trainer.train(c, workdir, progress=update)
 
 

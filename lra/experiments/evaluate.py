@@ -94,8 +94,7 @@ def restore(workdir: str | Path, overrides: dict[str, str] | None = None):
     trainer = trained if c.to_dict() == saved.to_dict() else train.Trainer(c, meta, mesh)
     diff = param_differences(best["params"], trainer.state["params"])
     if diff:
-        raise LRAError(f"cannot swap {saved.model.get('name') or saved.model.attention} for "
-                       f"{c.model.get('name') or c.model.attention} in "
+        raise LRAError(f"cannot swap {config.model_name(saved)} for {config.model_name(c)} in "
                        f"{workdir}: the parameters differ ({', '.join(diff[:4])}"
                        f"{', ...' if len(diff) > 4 else ''}); only methods whose parameters "
                        "are the shared q, k, v and output projections can be swapped in")

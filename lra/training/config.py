@@ -131,6 +131,11 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, str]):
     return c
 
 
+def model_name(c: ml_collections.ConfigDict) -> str:
+    """What a run's model is called: its variant's name (model.name), else its method."""
+    return c.model.get("name") or c.model.attention
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Check the whole config before anything is written: every key against the task's
     registered config and lra/training/config_schema.py, then the method's options by building its layer."""

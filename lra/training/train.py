@@ -33,6 +33,7 @@ from lra.data import pipeline, store
 from lra.errors import DiskFull, LRAError, is_disk_full, is_oom
 from lra.training import optim
 from lra.training.checkpoint import Checkpoints
+from lra.training.config import model_name
 from lra.training.workdir import (
     Terminated,
     check_config,
@@ -257,7 +258,7 @@ def _train(config, workdir: Path, progress: Progress | None, stop: StopRequest) 
 
     t = config.train
     summary = {
-        "task": config.task, "model": config.model.get("name", config.model.attention),
+        "task": config.task, "model": model_name(config),
         "attention": config.model.attention, "size": config.size,
         "seed": config.seed, "params": int(trainer.num_params), "steps": 0,
         "device": f"{jax.devices()[0].device_kind} x{mesh.size}", "jax_version": jax.__version__,
