@@ -96,6 +96,14 @@ def test_a_run_that_dies_without_a_summary_is_classified(tmp_path, monkeypatch, 
     assert json.loads((tmp_path / run.name / "summary.json").read_text())["status"] == state
 
 
+def test_a_run_killed_by_sigterm_before_its_handler_is_resumable_not_failed(tmp_path, monkeypatch):
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"  # the default action: death
+    monkeypatch.setattr(sweep.Run, "command", lambda self, workdir: [sys.executable, "-c", script])
+    run = sweep.Run("listops", "softmax", "smoke", 0)
+    assert sweep.execute([run], tmp_path) == {run.name: "terminated"}
+    assert not (tmp_path / run.name / "summary.json").exists()
+
+
 def fake_training(stuck):
     """A `lra train` stand-in (Run.command) whose run is stuck at chance when `stuck(run)`."""
     def command(self, workdir):
@@ -186,3 +194,47 @@ def test_bad_jobs_is_one_line_before_anything_is_written(tmp_path, capsys):
     assert cli.main([*args, "--jobs", "0"]) == 2
     assert capsys.readouterr().err.startswith("lra: error: --jobs 0: expected 1 to ")
     assert not (tmp_path / "w").exists()
+
+
+# A `lra train` stand-in that runs until SIGTERM, then "checkpoints" and exits 143 like the trainer.
+UNTIL_SIGTERM = """
+import os, pathlib, signal, sys, time
+folder = pathlib.Path(sys.argv[1])
+def stop(signum, frame):
+    (folder / "terminated").write_text("")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+(folder / "pid").write_text(str(os.getpid()))
+time.sleep(120)
+"""
+
+# A sweep of three such runs, one at a time, through the `lra sweep` command.
+SWEEP_UNTIL_SIGTERM = """
+import sys
+from lra.cli import main
+from lra.experiments import sweep
+sweep.Run.command = lambda self, workdir: [sys.executable, "-c", {child!r}, str(workdir / self.name)]
+sys.exit(main(["sweep", "--models", "softmax", "--sizes", "smoke", "--seeds", "0,1,2",
+               "--workdir", {workdir!r}]))
+"""
+
+
+def test_sigterm_to_a_sweep_stops_its_running_child_and_starts_no_more(tmp_path):
+    work = tmp_path / "S"
+    first = work / "listops/smoke/softmax/seed0"
+    script = SWEEP_UNTIL_SIGTERM.format(child=UNTIL_SIGTERM, workdir=str(work))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (first / "pid").exists():
+        time.sleep(0.05)
+    child = int((first / "pid").read_text())
+    proc.send_signal(signal.SIGTERM)  # to the sweep alone, as a scheduler or `kill` does
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert (first / "terminated").exists() and not (first / "summary.json").exists()
+    with pytest.raises(ProcessLookupError):  # no orphan left training
+        os.kill(child, 0)
+    assert not (work / "listops/smoke/softmax/seed1").exists()
+    assert "seed0: terminated" in out and "seed1: not started" in out and "seed2: not started" in out
+    assert "0/3 runs ok; stopped by SIGTERM: 3 (rerun the command to resume them)" in out

@@ -18,7 +18,9 @@ summary gets `reseed_of` (the first run's name) and `attempt`. Every attempt sta
 workdir (the report counts each as a seed of its cell); a rerun skips finished attempts.
 
 With `jobs` (`--jobs N`) N runs train at once, each process pinned to its own share of
-this process's CPU cores: on a CPU machine, how a sweep uses every core. Every launch adds
+this process's CPU cores: on a CPU machine, how a sweep uses every core. A SIGTERM to the
+sweep reaches its running children (each saves a checkpoint and ends `terminated`) and no
+further run starts (`not started`): rerunning the command resumes them all. Every launch adds
 its runs' names to `<workdir>/sweep.json`; `listing` (`lra sweep --status`)
 reads it and the run folders. `lra.experiments.launch` runs the same commands on SLURM.
 """
@@ -31,8 +33,10 @@ import itertools
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 RESEED = 1000  # attempt i of seed k trains with seed k + RESEED * i
 
 FINISHED = ("ok", "diverged", "oom", "stuck")
+STOPPED = ("terminated", "not started")  # what a SIGTERM to the sweep leaves: resumable
 TERMINATED = 143  # lra train's exit status after a SIGTERM checkpoint
 MANIFEST = "sweep.json"  # the names of the runs every launch of this workdir asked for
 
@@ -171,12 +176,27 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
     free: queue.Queue = queue.Queue()
     for group in groups:
         free.put(group)
+    children: list[subprocess.Popen] = []
+    stop = threading.Event()
+
+    def terminate(signum=None, frame=None) -> None:  # SIGTERM: stop the children, start no more
+        stop.set()
+        for child in list(children):
+            child.send_signal(signal.SIGTERM)  # a no-op once it has been waited for
 
     def pinned(run: Run) -> str:  # one run on a free core group (all cores when jobs == 1)
         group = free.get()
         try:
-            pin = jobs > 1 and hasattr(os, "sched_setaffinity")
-            started = (lambda proc: os.sched_setaffinity(proc.pid, group)) if pin else None
+            if stop.is_set():
+                report(run, "not started")
+                return "not started"
+
+            def started(proc: subprocess.Popen) -> None:
+                if jobs > 1 and hasattr(os, "sched_setaffinity"):
+                    os.sched_setaffinity(proc.pid, group)
+                children.append(proc)
+                if stop.is_set():  # SIGTERM came while it was starting
+                    proc.send_signal(signal.SIGTERM)
             return execute_one(run, workdir, report, started=started)
         finally:
             free.put(group)
@@ -184,20 +204,26 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
     def reseeded(run: Run) -> dict[str, str]:
         out, last = {}, run
         for attempt in range(1, reseed + 1):
-            if not not_learned(workdir, last):
+            if stop.is_set() or not not_learned(workdir, last):
                 break
             last = dataclasses.replace(run, attempt=attempt)
             out[last.name] = pinned(last)
         return out
 
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        results = dict(zip([run.name for run in runs], pool.map(pinned, runs), strict=True))
-        for attempts in pool.map(reseeded, runs):
-            results.update(attempts)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main else None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            results = dict(zip([run.name for run in runs], pool.map(pinned, runs), strict=True))
+            for attempts in pool.map(reseeded, runs):
+                results.update(attempts)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return results
 
 
-def execute_one(run: Run, workdir: Path, report, started=None) -> str:
+def execute_one(run: Run, workdir: Path, report, started=lambda proc: None) -> str:
     """Run `run` in its own process, or skip it if finished; its status. A reseed attempt's
     summary gets `reseed_of` and `attempt` (also when an earlier sweep was killed first)."""
     state, lock = status(workdir, run), holder(workdir / run.name)
@@ -209,7 +235,7 @@ def execute_one(run: Run, workdir: Path, report, started=None) -> str:
         return state
     else:
         report(run, "start")
-        state = launch(run, workdir, **({"started": started} if started else {}))
+        state = launch(run, workdir, started=started)
         report(run, state)
     done = summary(workdir, run)
     if run.attempt and done is not None and "reseed_of" not in done:
@@ -220,8 +246,9 @@ def execute_one(run: Run, workdir: Path, report, started=None) -> str:
 
 def launch(run: Run, workdir: Path, started=lambda proc: None, **popen) -> str:
     """One training process, its output in train.log; a run that dies before writing a summary
-    gets one (oom or failed, with the log's last line), except one stopped by SIGTERM after
-    saving its checkpoint (exit 143): "terminated", resumed by the next launch. `started` gets
+    gets one (oom or failed, with the log's last line), except one stopped by SIGTERM (exit
+    143 after saving its checkpoint, or killed before its handler was set): "terminated",
+    resumed by the next launch. `started` gets
     the process once it runs; `popen` goes to subprocess.Popen."""
     log_path = workdir / run.name / "train.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +260,7 @@ def launch(run: Run, workdir: Path, started=lambda proc: None, **popen) -> str:
     if proc.returncode == 2 and lock is not None:  # taken by another process since we looked
         return f"held by pid {lock['pid']}"
     state = status(workdir, run)
-    if state is None and proc.returncode == TERMINATED:
+    if state is None and proc.returncode in (TERMINATED, -signal.SIGTERM):
         return "terminated"
     if state is None:  # died before writing a summary (e.g. killed by the OOM killer)
         last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
