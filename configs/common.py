@@ -121,7 +121,7 @@ def base_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     c.wandb.project = "lra"
     c.wandb.entity = ""
 
-    c.distributed = False  # multi-host: call jax.distributed.initialize() first
+    c.distributed = False  # multi-host: lra train calls jax.distributed.initialize() first
     return c
 
 
