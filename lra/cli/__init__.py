@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
+from lra.cli import cpu_malloc
 from lra.errors import DiskFull, LRAError, is_disk_full
-from lra.kernels.errors import KernelError
 from lra.training.workdir import Terminated
 
 
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Every error is one line on stderr: exit 2 for a user error, 1 for a
     failure, 143 after SIGTERM, 130 after Ctrl-C; `--debug` (anywhere on the line) or
     LRA_DEBUG=1 shows the traceback instead."""
+    if argv is None:  # the `lra` program, not a call from Python: start again with the tunables
+        cpu_malloc.reexec(sys.argv[1:])
     logging.basicConfig(level=os.environ.get("LRA_LOGLEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             raise
+        from lra.kernels.errors import KernelError  # not at the top: it imports jax
+
         user = isinstance(e, (LRAError, KernelError))
         print(f"lra: error: {e if user else one_line(e)}", file=sys.stderr)
         return 2 if user else 1
