@@ -60,6 +60,7 @@ def test_rounds_interleave_and_take_the_median(monkeypatch):
                 "compile_seconds": 1.0, "examples_per_second": 1.0, "peak_memory_bytes": 8}
 
     monkeypatch.setattr(bench, "run_one", fake)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")
     result = bench.run("listops", ["softmax", "linear"], [32], batch=2, size="smoke", rounds=3)
     assert calls == ["softmax", "linear"] * 3
     soft, lin = result["results"]
@@ -67,6 +68,7 @@ def test_rounds_interleave_and_take_the_median(monkeypatch):
     assert soft["examples_per_second"] == 2 / 4.0  # batch / median step
     assert lin["step_seconds"] == 1.0 and result["rounds"] == 3
     assert "xla_flags" in result  # XLA:CPU fusion flags change step times: recorded
+    assert result["glibc_tunables"] == "glibc.malloc.arena_max=1"  # so do malloc's settings
     with pytest.raises(LRAError, match="--rounds"):
         bench.run("listops", ["softmax"], [32], batch=2, size="smoke", rounds=0)
 

@@ -6,7 +6,8 @@ device allocator on GPU/TPU or from XLA's memory analysis of the compiled step o
 CPU (the field `memory_method` says which). With `rounds` > 1 the whole grid is
 measured that many times over and each row takes the median of its rounds. An OOM
 is recorded and the benchmark goes on. Results, with a fitted scaling exponent of
-time against length per row and the XLA_FLAGS in force, go to bench.json.
+time against length per row and the XLA_FLAGS and GLIBC_TUNABLES in force (both change
+CPU step times; `lra` sets the latter itself, lra/cli/cpu_malloc.py), go to bench.json.
 
 A row is a method at its preset for the size, or a named variant of one
 (configs/models.py VARIANTS, e.g. `performer-32`, AdaMRA Table 2's Performer with 32
@@ -184,7 +185,8 @@ def result(task, size, batch, lengths, steps, warmup, rounds, models, rows, fina
     return {"task": task, "size": size, "batch": batch, "lengths": lengths, "steps": steps,
             "warmup": warmup, "rounds": rounds, "device": device,
             "backend": backend, "jax_version": jax.__version__,
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "results": rows,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "results": rows,
             "scaling_exponents": exponents, "memory_exponents": memory}
 
 
