@@ -12,4 +12,5 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / "runs" / "test-xla
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # glibc keeps XLA:CPU's step buffers between steps in the xdist workers and the processes the
 # tests start, as `lra` does for itself (lra/cli/cpu_malloc.py). Workers start after this.
-os.environ.update(cpu_malloc.environ() or {})
+if cpu_malloc.wanted():
+    os.environ.setdefault("GLIBC_TUNABLES", cpu_malloc.TUNABLES)

@@ -3,7 +3,6 @@ the heap (lra/cli/cpu_malloc.py); the tunables do what they are there for."""
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -13,48 +12,73 @@ import pytest
 from lra.cli import cpu_malloc
 
 ROOT = Path(__file__).resolve().parents[1]
-glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc"
-                           or cpu_malloc.accelerator_present(),
-                           reason="the tunables are for Linux with glibc and no accelerator")
+glibc = pytest.mark.skipif(not cpu_malloc.wanted(),
+                           reason="the tunables are for Linux with glibc and no GPU or TPU")
 
 
 def without_tunables() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
 
 
-@glibc
-def test_the_tunables_are_added_unless_set_or_an_accelerator_is_present(monkeypatch):
+def test_the_tunables_are_added_where_wanted_and_removed_where_inherited(monkeypatch):
+    monkeypatch.setattr(cpu_malloc, "wanted", lambda: True)
     assert cpu_malloc.environ({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": cpu_malloc.TUNABLES}
     assert cpu_malloc.environ({"GLIBC_TUNABLES": ""}) is None  # set, even empty: left alone
-    assert cpu_malloc.environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None
-    monkeypatch.setattr(cpu_malloc.glob, "glob", lambda p: ["/dev/nvidia0"] if "nvidia" in p else [])
+    assert cpu_malloc.environ({"GLIBC_TUNABLES": cpu_malloc.TUNABLES}) is None
+    monkeypatch.setattr(cpu_malloc, "wanted", lambda: False)  # e.g. a GPU node of a SLURM job
+    assert cpu_malloc.environ({"A": "1", "GLIBC_TUNABLES": cpu_malloc.TUNABLES}) == {"A": "1"}
+    assert cpu_malloc.environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None  # the user's
     assert cpu_malloc.environ({"A": "1"}) is None
 
 
-# `lra sweep --status DIR` as the `lra` program, with os.execve recorded instead of run
+def test_a_gpu_device_file_or_a_tpu_on_the_pci_bus_counts_as_an_accelerator(monkeypatch, tmp_path):
+    vendor = tmp_path / "vendor"
+    vendor.write_text("0x1ae0\n")
+    devices = {"/dev/nvidia[0-9]*": [], "/sys/bus/pci/devices/*/vendor": [str(vendor)]}
+    monkeypatch.setattr(cpu_malloc.glob, "glob", lambda p: devices.get(p, []))
+    assert cpu_malloc.accelerator_present()  # a TPU
+    vendor.write_text("0x8086\n")
+    assert not cpu_malloc.accelerator_present()
+    devices["/dev/nvidia[0-9]*"] = ["/dev/nvidia0"]
+    assert cpu_malloc.accelerator_present()
+
+
+# The `lra` program started as `python -X utf8 -c SCRIPT sweep --status DIR`, os.execve recorded
 AS_PROGRAM = """
 import json, os, sys
-from lra.cli import main
+from lra.cli import entry
 def record(path, args, env):
-    print(json.dumps({"args": args, "tunables": env.get("GLIBC_TUNABLES")}))
+    print(json.dumps({"path": path, "args": args, "tunables": env.get("GLIBC_TUNABLES")}))
     sys.exit(0)
 os.execve = record
-sys.argv = ["lra", "sweep", "--status", sys.argv[1]]
-sys.exit(main())
+sys.exit(entry())
 """
 
 
 @glibc
-def test_lra_starts_itself_again_with_the_tunables_once(tmp_path):
-    out = subprocess.run([sys.executable, "-c", AS_PROGRAM, str(tmp_path)], cwd=ROOT,
-                         env=without_tunables(), capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == {
-        "args": [sys.executable, "-m", "lra.cli", "sweep", "--status", str(tmp_path)],
-        "tunables": cpu_malloc.TUNABLES}
-    again = subprocess.run([sys.executable, "-c", AS_PROGRAM, str(tmp_path)], cwd=ROOT,
-                           env={**without_tunables(), "GLIBC_TUNABLES": cpu_malloc.TUNABLES},
-                           capture_output=True, text=True)
-    assert "args" not in again.stdout  # already set: it runs the command in this process
+def test_lra_starts_its_own_command_line_again_with_the_tunables_once(tmp_path):
+    argv = [sys.executable, "-X", "utf8", "-c", AS_PROGRAM, "sweep", "--status", str(tmp_path)]
+    out = subprocess.run(argv, cwd=ROOT, env=without_tunables(), capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout) == {"path": sys.executable, "args": argv,
+                                      "tunables": cpu_malloc.TUNABLES}
+    again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                           env={**without_tunables(), "GLIBC_TUNABLES": cpu_malloc.TUNABLES})
+    assert again.returncode == 0 and "path" not in again.stdout  # set: it runs the command
+
+
+@glibc
+def test_the_lra_program_really_runs_under_the_tunables(tmp_path):
+    """`python -m lra.cli` (the same entry as the `lra` script) with the real exec: the
+    command it runs sees the tunables in its environment."""
+    (tmp_path / "show_env.py").write_text(  # a plugin: imported by the command that runs
+        "import os, pathlib\n"
+        f"pathlib.Path({str(tmp_path / 'seen')!r}).write_text("
+        "os.environ.get('GLIBC_TUNABLES', 'unset'))\n")
+    env = {**without_tunables(), "LRA_PLUGINS": "show_env", "PYTHONPATH": str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "lra.cli", "list"], cwd=ROOT, env=env,
+                   capture_output=True, text=True, check=True)
+    assert (tmp_path / "seen").read_text() == cpu_malloc.TUNABLES
 
 
 # page faults in each of 10 calls of a jitted function whose 64 MiB temporaries glibc would

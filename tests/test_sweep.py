@@ -204,7 +204,8 @@ def stop(signum, frame):
     (folder / "terminated").write_text("")
     sys.exit(143)
 signal.signal(signal.SIGTERM, stop)
-(folder / "pid").write_text(str(os.getpid()))
+(folder / "pid.tmp").write_text(str(os.getpid()))
+(folder / "pid.tmp").rename(folder / "pid")
 time.sleep(120)
 """
 
@@ -221,20 +222,24 @@ sys.exit(main(["sweep", "--models", "softmax", "--sizes", "smoke", "--seeds", "0
 
 def test_sigterm_to_a_sweep_stops_its_running_child_and_starts_no_more(tmp_path):
     work = tmp_path / "S"
-    first = work / "listops/smoke/softmax/seed0"
+    first, pid = work / "listops/smoke/softmax/seed0", work / "listops/smoke/softmax/seed0/pid"
     script = SWEEP_UNTIL_SIGTERM.format(child=UNTIL_SIGTERM, workdir=str(work))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (first / "pid").exists():
-        time.sleep(0.05)
-    child = int((first / "pid").read_text())
-    proc.send_signal(signal.SIGTERM)  # to the sweep alone, as a scheduler or `kill` does
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 143, out
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (pid.exists() and pid.read_text()):
+            time.sleep(0.05)
+        child = int(pid.read_text())
+        proc.send_signal(signal.SIGTERM)  # to the sweep alone, as a scheduler or `kill` does
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, out + err
     assert (first / "terminated").exists() and not (first / "summary.json").exists()
     with pytest.raises(ProcessLookupError):  # no orphan left training
         os.kill(child, 0)
     assert not (work / "listops/smoke/softmax/seed1").exists()
     assert "seed0: terminated" in out and "seed1: not started" in out and "seed2: not started" in out
-    assert "0/3 runs ok; stopped by SIGTERM: 3 (rerun the command to resume them)" in out
+    assert err == ("lra: sweep stopped by SIGTERM (1 runs finished or saved, 2 not started); "
+                   "rerun the same command to resume\n")

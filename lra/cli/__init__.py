@@ -157,12 +157,17 @@ def one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {first} (rerun with --debug for the traceback)"
 
 
+def entry() -> int:
+    """The `lra` program (`python -m lra.cli`): start again under cpu_malloc's environment
+    where it differs (CPU speed, docs/architecture.md), then run the command line."""
+    cpu_malloc.reexec()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Every error is one line on stderr: exit 2 for a user error, 1 for a
     failure, 143 after SIGTERM, 130 after Ctrl-C; `--debug` (anywhere on the line) or
     LRA_DEBUG=1 shows the traceback instead."""
-    if argv is None:  # the `lra` program, not a call from Python: start again with the tunables
-        cpu_malloc.reexec(sys.argv[1:])
     logging.basicConfig(level=os.environ.get("LRA_LOGLEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -2,6 +2,6 @@
 
 import sys
 
-from lra.cli import main
+from lra.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -4,6 +4,7 @@ data and log)."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -95,18 +96,20 @@ def sweep(args, overrides: dict[str, str]) -> int:
         return 0
     if args.launcher == "slurm":
         return sweep_slurm(args, runs, workdir)
-    results = sweeps.execute(runs, workdir, lambda run, state: console.print(f"{run.name}: {state}"),
-                             reseed=args.reseed_stuck, jobs=args.jobs)
+    try:
+        results = sweeps.execute(runs, workdir,
+                                 lambda run, state: console.print(f"{run.name}: {state}"),
+                                 reseed=args.reseed_stuck, jobs=args.jobs)
+    except sweeps.Stopped as e:
+        print(f"lra: {e}", file=sys.stderr)
+        return sweeps.TERMINATED
     held = [f"{name} ({state})" for name, state in results.items() if state.startswith("held")]
-    stopped = [name for name, state in results.items() if state in sweeps.STOPPED]
     bad = [f"{name} ({state})" for name, state in results.items()
-           if state != "ok" and not state.startswith("held") and state not in sweeps.STOPPED]
-    console.print(f"{len(results) - len(bad) - len(held) - len(stopped)}/{len(results)} runs ok"
+           if state != "ok" and not state.startswith("held")]
+    console.print(f"{len(results) - len(bad) - len(held)}/{len(results)} runs ok"
                   + (f"; not ok: {', '.join(bad)}" if bad else "")
-                  + (f"; held by another process: {', '.join(held)}" if held else "")
-                  + (f"; stopped by SIGTERM: {len(stopped)} (rerun the command to resume them)"
-                     if stopped else ""))
-    return 1 if bad else sweeps.TERMINATED if stopped else 0
+                  + (f"; held by another process: {', '.join(held)}" if held else ""))
+    return 0 if not bad else 1
 
 
 def sweep_slurm(args, runs, workdir: Path) -> int:

@@ -20,7 +20,8 @@ workdir (the report counts each as a seed of its cell); a rerun skips finished a
 With `jobs` (`--jobs N`) N runs train at once, each process pinned to its own share of
 this process's CPU cores: on a CPU machine, how a sweep uses every core. A SIGTERM to the
 sweep reaches its running children (each saves a checkpoint and ends `terminated`) and no
-further run starts (`not started`): rerunning the command resumes them all. Every launch adds
+further run starts (`not started`), and `execute` raises `Stopped`: rerunning the command
+resumes them all. Only a sweep run from the main thread installs that handler. Every launch adds
 its runs' names to `<workdir>/sweep.json`; `listing` (`lra sweep --status`)
 reads it and the run folders. `lra.experiments.launch` runs the same commands on SLURM.
 """
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 RESEED = 1000  # attempt i of seed k trains with seed k + RESEED * i
 
 FINISHED = ("ok", "diverged", "oom", "stuck")
-STOPPED = ("terminated", "not started")  # what a SIGTERM to the sweep leaves: resumable
 TERMINATED = 143  # lra train's exit status after a SIGTERM checkpoint
 MANIFEST = "sweep.json"  # the names of the runs every launch of this workdir asked for
 
@@ -154,6 +154,16 @@ def not_learned(workdir: Path, run: Run) -> bool:
     return s.get("status") == "stuck" or s.get("learned") is False
 
 
+class Stopped(Exception):
+    """The sweep got SIGTERM: its running runs saved a checkpoint, the rest did not start."""
+
+    def __init__(self, results: dict[str, str]):
+        waiting = sum(state == "not started" for state in results.values())
+        super().__init__(f"sweep stopped by SIGTERM ({len(results) - waiting} runs finished or "
+                         f"saved, {waiting} not started); rerun the same command to resume")
+        self.results = results
+
+
 def core_groups(jobs: int, cores: list[int] | None = None) -> list[list[int]]:
     """This process's CPU cores split into `jobs` disjoint groups, one per concurrent run."""
     if cores is None:
@@ -184,20 +194,17 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
         for child in list(children):
             child.send_signal(signal.SIGTERM)  # a no-op once it has been waited for
 
+    def started(proc: subprocess.Popen, group: list[int]) -> None:
+        children.append(proc)
+        if stop.is_set():  # SIGTERM came while it was starting
+            proc.send_signal(signal.SIGTERM)
+        elif jobs > 1 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(proc.pid, group)
+
     def pinned(run: Run) -> str:  # one run on a free core group (all cores when jobs == 1)
         group = free.get()
         try:
-            if stop.is_set():
-                report(run, "not started")
-                return "not started"
-
-            def started(proc: subprocess.Popen) -> None:
-                if jobs > 1 and hasattr(os, "sched_setaffinity"):
-                    os.sched_setaffinity(proc.pid, group)
-                children.append(proc)
-                if stop.is_set():  # SIGTERM came while it was starting
-                    proc.send_signal(signal.SIGTERM)
-            return execute_one(run, workdir, report, started=started)
+            return execute_one(run, workdir, report, lambda proc: started(proc, group), stop)
         finally:
             free.put(group)
 
@@ -219,16 +226,23 @@ def execute(runs: Iterable[Run], workdir: Path, report=lambda run, state: None,
                 results.update(attempts)
     finally:
         if main:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    if stop.is_set():
+        raise Stopped(results)
     return results
 
 
-def execute_one(run: Run, workdir: Path, report, started=lambda proc: None) -> str:
-    """Run `run` in its own process, or skip it if finished; its status. A reseed attempt's
-    summary gets `reseed_of` and `attempt` (also when an earlier sweep was killed first)."""
+def execute_one(run: Run, workdir: Path, report, started=lambda proc: None,
+                stop: threading.Event | None = None) -> str:
+    """Run `run` in its own process, or skip it if finished (or "not started" once `stop` is
+    set); its status. A reseed attempt's summary gets `reseed_of` and `attempt` (also when
+    an earlier sweep was killed first)."""
     state, lock = status(workdir, run), holder(workdir / run.name)
     if state in FINISHED:
         report(run, f"skip ({state})")
+    elif stop is not None and stop.is_set():
+        report(run, "not started")
+        return "not started"
     elif lock is not None:
         state = f"held by pid {lock['pid']}"
         report(run, state)
