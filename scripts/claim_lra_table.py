@@ -132,11 +132,14 @@ def smat(grid, acc: dict, bench: Path) -> dict:
     round_best = [(smat_rows(avg, g)[0] or [{"model": None}])[0]["model"] for g in per_round(group)]
     best = rows[0]["model"] if rows else None
     no_runs, no_bench = sorted(set(grid.SMAT_PAPER) - set(avg)), sorted(set(avg) - ranked)
+    few_seeds = sorted(m for m in avg if any(len(acc[(t, m)]) < len(grid.SEEDS) for t in grid.TASKS))
     verdict = ("undecided" if "adamra" not in ranked else "not reproduced" if best != "adamra"
-               else "undecided" if no_runs or no_bench  # a method left out might rank first
+               # a method left out might rank first; a missing seed might move A
+               else "undecided" if no_runs or no_bench or few_seeds
                else "reproduced" if all(b == "adamra" for b in round_best) else "undecided")
     return {"bench": str(bench), "group": group.name, "device": group.device, "length": length,
             "rows": rows, "round_best": round_best, "no_runs": no_runs, "no_bench": no_bench,
+            "few_seeds": few_seeds,
             "adamra_best": {"verdict": verdict, "best": best}, "rho": rho}
 
 
@@ -194,11 +197,13 @@ def smat_markdown(s: dict, meta: dict) -> list[str]:
               f"AdaMRA has the best SMAT: **{s['adamra_best']['verdict']}** (best: "
               f"`{s['adamra_best']['best']}`; best from each bench round alone: "
               f"{', '.join(str(b) for b in s['round_best']) or '—'}; reproduced needs every Table 3 "
-              f"method ranked and AdaMRA best in every round). Spearman's rho with Table 3's "
-              f"ranking: {rho}."]
-    for key, why in (("no_runs", "no run on every task"), ("no_bench", "no bench result")):
+              f"method ranked on every seed and AdaMRA best in every round). Spearman's rho "
+              f"with Table 3's ranking: {rho}."]
+    for key, why in (("no_runs", "Left out (no run on every task)"),
+                     ("no_bench", "Left out (no bench result)"),
+                     ("few_seeds", f"Ranked on fewer than {len(meta['seeds'])} seeds")):
         if s[key]:
-            lines.append(f"Left out ({why}): {', '.join(s[key])}.")
+            lines.append(f"{why}: {', '.join(s[key])}.")
     lines += ["", f"Command: `{meta['command']}`, commit {meta['commit']}, {meta['date']}."]
     return lines
 

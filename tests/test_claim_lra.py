@@ -136,6 +136,17 @@ def test_missing_text_runs_leave_smat_methods_out(tmp_path):
     assert (leads["text"]["verdict"], leads["text"]["missing"]) == ("undecided", ["bigbird"])
 
 
+def test_smat_on_fewer_than_every_seed_is_undecided(tmp_path):
+    fake_runs(tmp_path / "runs", lambda t, m, s: (0.9 if m == "adamra" else 0.6) + 0.01 * s)
+    (tmp_path / "runs" / "text" / "cpu" / "linear" / "seed2" / "summary.json").unlink()
+    fake_bench(tmp_path / "bench.json", {m: 1.0 for m in grid.SMAT_PAPER},
+               {m: 1e8 for m in grid.SMAT_PAPER})
+    s = builder.build(tmp_path / "runs", tmp_path / "bench.json", tmp_path / "out", "test")["smat"]
+    assert s["few_seeds"] == ["linear"] and s["no_runs"] == []
+    assert s["adamra_best"] == {"verdict": "undecided", "best": "adamra"}
+    assert "Ranked on fewer than 3 seeds: linear." in (tmp_path / "out" / "smat.md").read_text()
+
+
 def test_a_bench_round_where_adamra_is_not_best_leaves_it_undecided(tmp_path):
     order = list(grid.SMAT_PAPER)
     fake_runs(tmp_path / "runs", lambda t, m, s: 0.8 - 0.02 * order.index(m) if m in order
