@@ -1,8 +1,6 @@
 import os
 from pathlib import Path
 
-from lra.cli import cpu_malloc
-
 ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("LRA_DATA_DIR", str(ROOT / "runs" / "test-data"))
@@ -10,7 +8,3 @@ os.environ.setdefault("LRA_DATA_DIR", str(ROOT / "runs" / "test-data"))
 # tests that train the same smoke model (resume, sweeps, CLI) compile it once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / "runs" / "test-xla-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-# glibc keeps XLA:CPU's step buffers between steps in the xdist workers and the processes the
-# tests start, as `lra` does for itself (lra/cli/cpu_malloc.py). Workers start after this.
-if cpu_malloc.wanted():
-    os.environ.setdefault("GLIBC_TUNABLES", cpu_malloc.TUNABLES)
