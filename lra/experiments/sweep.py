@@ -21,8 +21,8 @@ With `jobs` (`--jobs N`) N runs train at once, each process pinned to its own sh
 this process's CPU cores: on a CPU machine, how a sweep uses every core. A SIGTERM to the
 sweep reaches its running children (each saves a checkpoint and ends `terminated`) and no
 further run starts (`not started`), and `execute` raises `Stopped`: rerunning the command
-resumes them all. Only a sweep run from the main thread installs that handler. Every launch adds
-its runs' names to `<workdir>/sweep.json`; `listing` (`lra sweep --status`)
+resumes them all. Only a sweep run from the main thread installs that handler. Every launch
+adds its runs' names to `<workdir>/sweep.json`; `listing` (`lra sweep --status`)
 reads it and the run folders. `lra.experiments.launch` runs the same commands on SLURM.
 """
 
@@ -262,8 +262,8 @@ def launch(run: Run, workdir: Path, started=lambda proc: None, **popen) -> str:
     """One training process, its output in train.log; a run that dies before writing a summary
     gets one (oom or failed, with the log's last line), except one stopped by SIGTERM (exit
     143 after saving its checkpoint, or killed before its handler was set): "terminated",
-    resumed by the next launch. `started` gets
-    the process once it runs; `popen` goes to subprocess.Popen."""
+    resumed by the next launch. `started` gets the process once it runs; `popen` goes to
+    subprocess.Popen."""
     log_path = workdir / run.name / "train.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
