@@ -4,10 +4,12 @@ resolution, learned routing beats random routing, and phi = ReLU beats ELU+1.
 The grid is configs/claims_adamra.py (11 models x Text, ListOps x seeds 0, 1, 2 at
 size=cpu; its softmax runs are the top-k claim's, so one workdir serves both):
 
-    lra sweep --from configs/claims_adamra.py --workdir runs/claims
-    python scripts/claim_adamra_ablations.py --runs runs/claims --out results/cpu/claims
+    lra sweep --from configs/claims_adamra.py --workdir runs/claims --jobs 2
+    python scripts/claims_record.py --runs runs/claims --to results/cpu/claims/records
+    python scripts/claim_adamra_ablations.py --runs results/cpu/claims/records --out results/cpu/claims
 
-(`lra sweep --jobs 2 ...` trains two runs at once, one per core; a rerun resumes.) Each row
+(`--jobs 2` trains two runs at once, one per core; a rerun resumes; the record keeps the
+finished runs' summaries in git, so the grid can grow over many checkouts.) Each row
 is the test accuracy (%) of the best-validation checkpoint, mean ± std (ddof=1) over seeds,
 of the finished runs (as `lra report` counts them), with the paper's Text figure beside it.
 
@@ -28,7 +30,18 @@ import json
 import sys
 from pathlib import Path
 
-from lra.experiments.claims import T_MIN, accuracies, cell, combine, commit, compare, pair_text, stats
+from lra.experiments.claims import (
+    T_MIN,
+    accuracies,
+    cell,
+    combine,
+    commit,
+    compare,
+    pair_text,
+    records,
+    records_line,
+    stats,
+)
 from lra.training.config import load_file
 
 GRID = Path(__file__).resolve().parents[1] / "configs" / "claims_adamra.py"
@@ -79,7 +92,8 @@ def markdown(grid, acc: dict, concl: list[dict], meta: dict) -> list[str]:
                          for task, v in c["tasks"].items())
         lines.append(f"- {c['claim']}: {said}.")
     lines += ["", f"Command: `{meta['command']}` on runs from `lra sweep --from "
-              f"configs/claims_adamra.py`, commit {meta['commit']}, {meta['date']}."]
+              f"configs/claims_adamra.py`, commit {meta['commit']}, {meta['date']}. "
+              + records_line(meta["records"])]
     return lines
 
 
@@ -119,7 +133,8 @@ def build(runs: Path, out: Path, command: str, size: str | None = None) -> dict:
     concl = conclusions(acc, grid.TASKS)
     meta = {"claim": "AdaMRA ablations (Zhang et al. 2021, Tables 4-5)", "command": command,
             "commit": commit(GRID.parent), "date": datetime.date.today().isoformat(), "size": size,
-            "seeds": list(grid.SEEDS), "rule": {"t_min": T_MIN},
+            "seeds": list(grid.SEEDS), "records": records([runs], size, grid.TASKS, grid.MODELS),
+            "rule": {"t_min": T_MIN},
             "rows": [{"table": table, "paper_row": row, "model": model, "paper_text": paper,
                       **{task: stats(acc.get((task, model), [])) for task in grid.TASKS}}
                      for table, row, model, paper in grid.ROWS],
@@ -133,7 +148,8 @@ def build(runs: Path, out: Path, command: str, size: str | None = None) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=Path, default=Path("runs/claims"))
+    p.add_argument("--runs", type=Path, default=Path("results/cpu/claims/records"),
+                   help="the record tree scripts/claims_record.py keeps")
     p.add_argument("--out", type=Path, default=Path("results/cpu/claims"))
     p.add_argument("--size", default=None, help="the runs' size (default the grid's, cpu)")
     args = p.parse_args()

@@ -3,9 +3,10 @@
 The grid is configs/claims_lra.py (every attention method x ListOps, Text x seeds 0, 1, 2 at
 size=cpu; softmax and adamra are shared with the other claims, so one workdir serves all):
 
-    lra sweep --from configs/claims_lra.py --workdir runs/claims
-    python scripts/claim_lra_table.py --runs runs/claims --bench results/cpu/bench_4k_rounds.json \
-        --out results/cpu/claims
+    lra sweep --from configs/claims_lra.py --workdir runs/claims --jobs 2
+    python scripts/claims_record.py --runs runs/claims --to results/cpu/claims/records
+    python scripts/claim_lra_table.py --runs results/cpu/claims/records \
+        --bench results/cpu/bench_4k_rounds.json --out results/cpu/claims
 
 Claim 3, the table: each method's test accuracy (%) of the best-validation checkpoint, mean ±
 std (ddof=1) over its finished seeds, beside LRA Table 1 (Tay et al. 2020) and AdaMRA Table 1
@@ -32,7 +33,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lra.experiments.claims import accuracies, cell, combine, commit, compare, stats
+from lra.experiments.claims import accuracies, cell, combine, commit, compare, records, records_line, stats
 from lra.experiments.report import BenchGroup, load_bench, mib, smat_rows
 from lra.training.config import load_file
 
@@ -173,7 +174,8 @@ def table_markdown(grid, acc: dict, leads: dict, order: dict, meta: dict) -> lis
     lines += [f"- {k}: " + ("—" if v["rho"] is None else f"{v['rho']:+.2f}")
               + f" ({v['methods']} methods)" for k, v in order.items()]
     lines += ["", f"Command: `{meta['command']}` on runs from `lra sweep --from "
-              f"configs/claims_lra.py`, commit {meta['commit']}, {meta['date']}."]
+              f"configs/claims_lra.py`, commit {meta['commit']}, {meta['date']}. "
+              + records_line(meta["records"])]
     return lines
 
 
@@ -240,7 +242,8 @@ def build(runs: Path, bench: Path, out: Path, command: str, size: str | None = N
     if not acc:
         raise SystemExit(f"no finished size={size} runs of configs/claims_lra.py under {runs}")
     meta = {"command": command, "commit": commit(GRID.parent),
-            "date": datetime.date.today().isoformat(), "size": size, "seeds": list(grid.SEEDS)}
+            "date": datetime.date.today().isoformat(), "size": size, "seeds": list(grid.SEEDS),
+            "records": records([runs], size, grid.TASKS, grid.MODELS)}
     leads, order = adamra_leads(grid, acc), orderings(grid, acc)
     table = {"claim": "The LRA table at CPU scale (LRA Table 1, AdaMRA Table 1)", **meta,
              "rows": [{"model": m, **{t: stats(acc.get((t, m), [])) for t in grid.TASKS},
@@ -260,7 +263,8 @@ def build(runs: Path, bench: Path, out: Path, command: str, size: str | None = N
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=Path, default=Path("runs/claims"))
+    p.add_argument("--runs", type=Path, default=Path("results/cpu/claims/records"),
+                   help="the record tree scripts/claims_record.py keeps")
     p.add_argument("--bench", type=Path, default=Path("results/cpu/bench_4k_rounds.json"))
     p.add_argument("--out", type=Path, default=Path("results/cpu/claims"))
     p.add_argument("--size", default=None, help="the runs' size (default the grid's, cpu)")

@@ -36,8 +36,10 @@ def test_smoke_run_writes_summary_metrics_and_checkpoints(tmp_path):
     assert s["status"] == "ok" and s["steps"] == c.train.steps
     for key in ("task", "model", "size", "seed", "params", "best_val_acc", "test_acc", "steps",
                 "train_seconds", "examples_per_second", "peak_memory_bytes",
-                "peak_memory_method", "device", "jax_version", "git_commit"):
+                "peak_memory_method", "device", "jax_version", "flax_version", "optax_version",
+                "cpu_threads", "git_commit"):
         assert key in s, key
+    assert s["cpu_threads"] == len(os.sched_getaffinity(0))
     assert s["peak_memory_method"] == "xla_memory_analysis" and s["peak_memory_bytes"] > 0
     rows = metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [10, 20]

@@ -13,7 +13,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from lra.experiments.report import check_configs, collect
+from lra.experiments.report import Run, check_configs, collect
 
 T_MIN = 2.0
 
@@ -22,14 +22,45 @@ def accuracies(runs: list[Path], size: str, tasks, models) -> dict[tuple[str, st
     """{(task, model): [test accuracy % per finished seed]} of the runs under `runs` at `size`
     among `tasks` x `models` (refused, as by `lra report`, when two seeds of a cell differ in
     config)."""
-    found = [run for run in collect(runs)[0]
-             if run.key[0] == size and run.key[1] in tasks and run.key[2] in models]
+    found = grid_runs(runs, size, tasks, models)
     check_configs(found)
     out: dict[tuple[str, str], list[float]] = {}
     for run in found:
         if run.accuracy is not None:
             out.setdefault(run.key[1:], []).append(100 * run.accuracy)
     return out
+
+
+def grid_runs(runs: list[Path], size: str, tasks, models) -> list[Run]:
+    return [run for run in collect(runs)[0]
+            if run.key[0] == size and run.key[1] in tasks and run.key[2] in models]
+
+
+def records(runs: list[Path], size: str, tasks, models) -> dict:
+    """How many finished runs the grid's cells hold; which are recovered records (summary.json
+    `recovered`: a value copied from an earlier committed table) and which reruns superseded
+    one (`supersedes`, the value they replaced); see scripts/claims_record.py."""
+    counted = [run for run in grid_runs(runs, size, tasks, models) if run.accuracy is not None]
+
+    def name(run: Run) -> str:
+        return f"{run.key[1]}/{run.key[2]}/seed{run.summary.get('seed')}"
+
+    return {"runs": len(counted),
+            "recovered": sorted(name(r) for r in counted if "recovered" in r.summary),
+            "superseded": {name(r): 100 * r.summary["supersedes"]["test_acc"]
+                           for r in counted if "supersedes" in r.summary}}
+
+
+def records_line(rec: dict) -> str:
+    line = f"{rec['runs']} runs"
+    if rec["recovered"]:
+        line += (f"; {len(rec['recovered'])} of them recovered records, test accuracies copied "
+                 "from an earlier committed table after their run folders were lost (summary.json "
+                 "`recovered`)")
+    if rec["superseded"]:
+        line += (f"; {len(rec['superseded'])} reruns superseded recovered values: "
+                 + ", ".join(f"{k} was {v:.2f}" for k, v in sorted(rec["superseded"].items())))
+    return line + "."
 
 
 def stats(xs: list[float]) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +59,13 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def cpu_threads() -> int:
+    """The CPUs this process may run on: XLA:CPU sizes its thread pool by them, and the
+    pool's size changes how reductions split, so a run's numbers depend on it (a run pinned to
+    one core and one on two differ; each is exact when repeated)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def load_splits(config) -> tuple[dict, dict[str, dict]]:
@@ -262,7 +271,9 @@ def _train(config, workdir: Path, progress: Progress | None, stop: StopRequest) 
         "attention": config.model.attention, "size": config.size,
         "seed": config.seed, "params": int(trainer.num_params), "steps": 0,
         "device": f"{jax.devices()[0].device_kind} x{mesh.size}", "jax_version": jax.__version__,
-        "git_commit": git_commit(), "batch_size": t.batch_size, "max_len": meta["max_len"],
+        "flax_version": flax.__version__, "optax_version": optax.__version__,
+        "cpu_threads": cpu_threads(), "git_commit": git_commit(), "batch_size": t.batch_size,
+        "max_len": meta["max_len"],
         "chance_accuracy": meta["chance_accuracy"], "chance_loss": meta["chance_loss"],
     }
     ckpt = Checkpoints(workdir / "checkpoints")

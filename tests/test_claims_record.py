@@ -1,0 +1,116 @@
+"""scripts/claims_record.py: the committed record of the claims' runs (summary.json and
+config.json of each finished run), recovered records and their confirmation by a rerun."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from lra.experiments.claims import accuracies, records, records_line
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("claims_record", ROOT / "scripts" / "claims_record.py")
+recorder = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recorder)
+
+
+def run(root: Path, task="text", model="adamra", seed=0, status="ok", acc=0.6115, config=None):
+    folder = root / task / "cpu" / model / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(
+        {"task": task, "size": "cpu", "model": model, "seed": seed, "status": status,
+         "test_acc": acc}))
+    (folder / "config.json").write_text(json.dumps(config or {"seed": seed, "lr": 1e-3}))
+    (folder / "train.log").write_text("not recorded\n")
+    return folder
+
+
+def recovered(root: Path, task="text", model="adamra", seed=0, acc=0.6115):
+    folder = root / task / "cpu" / model / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(
+        {"task": task, "size": "cpu", "model": model, "seed": seed, "status": "ok",
+         "test_acc": acc, "recovered": {"from": "a table"}}))
+    return folder
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_finished_runs_are_recorded_once_and_unfinished_ones_not(tmp_path, capsys):
+    runs, to = tmp_path / "runs", tmp_path / "record"
+    run(runs, seed=0)
+    run(runs, seed=1, status="failed")
+    (runs / "text" / "cpu" / "adamra" / "seed2").mkdir(parents=True)  # still training
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    assert sorted(tree(to)) == ["text/cpu/adamra/seed0/config.json",
+                                "text/cpu/adamra/seed0/summary.json"]
+    before = tree(to)
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    assert tree(to) == before and "nothing new" in capsys.readouterr().out
+
+
+def test_a_rerun_supersedes_the_recovered_record_and_keeps_its_value(tmp_path, capsys):
+    runs, to = tmp_path / "runs", tmp_path / "record"
+    recovered(to, seed=0, acc=0.367)
+    recovered(to, seed=1, acc=0.6)
+    run(runs, seed=0, acc=0.354)
+    assert records([to], "cpu", ("text",), ("adamra",)) == {
+        "runs": 2, "recovered": ["text/adamra/seed0", "text/adamra/seed1"], "superseded": {}}
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    assert "0.367 superseded by the run's 0.354" in capsys.readouterr().out
+    summary = json.loads((to / "text/cpu/adamra/seed0/summary.json").read_text())
+    assert summary["test_acc"] == 0.354 and "recovered" not in summary
+    assert summary["supersedes"] == {"test_acc": 0.367, "from": "a table"}
+    assert (to / "text/cpu/adamra/seed0/config.json").is_file()
+    rec = records([to], "cpu", ("text",), ("adamra",))
+    assert rec["recovered"] == ["text/adamra/seed1"]
+    assert rec["superseded"] == {"text/adamra/seed0": pytest.approx(36.7)}
+    assert accuracies([to], "cpu", ("text",), ("adamra",)) == {("text", "adamra"): [35.4, 60.0]}
+    before = tree(to)  # the superseding record is the run's: recording again changes nothing
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    assert tree(to) == before
+
+
+def test_a_record_that_differs_from_its_run_is_refused_before_anything_is_written(tmp_path,
+                                                                                   capsys):
+    runs, to = tmp_path / "runs", tmp_path / "record"
+    run(runs, seed=1, config={"seed": 1, "lr": 1e-3})
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    (runs / "text/cpu/adamra/seed1/config.json").write_text(json.dumps({"seed": 1, "lr": 5e-4}))
+    run(runs, seed=0)  # new and planned first, yet not written: seed1 is refused
+    before = tree(to)
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seed1" in err and "delete the record" in err
+    assert tree(to) == before
+
+
+def test_a_missing_workdir_is_one_line_and_exit_2(tmp_path, capsys):
+    assert recorder.main(["--runs", str(tmp_path / "nope"), "--to", str(tmp_path / "r")]) == 2
+    assert "--runs" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_the_builders_say_which_values_are_recovered_or_superseded(tmp_path):
+    to = tmp_path / "record"
+    recovered(to, seed=0, acc=0.6)
+    run(to, seed=1, acc=0.62)
+    assert accuracies([to], "cpu", ("text",), ("adamra",)) == {("text", "adamra"): [60.0, 62.0]}
+    line = records_line(records([to], "cpu", ("text",), ("adamra",)))
+    assert line.startswith("2 runs; 1 of them recovered records") and "superseded" not in line
+    line = records_line({"runs": 3, "recovered": [], "superseded": {"text/adamra/seed1": 36.7}})
+    assert line == "3 runs; 1 reruns superseded recovered values: text/adamra/seed1 was 36.70."
+
+
+def test_the_committed_record_holds_every_table_value():
+    """The committed tables are rebuilt from the committed record: each cell's values are the
+    record's (a recovered or recorded run per seed)."""
+    grid_rows = json.loads((ROOT / "results/cpu/claims/lra_table.json").read_text())["rows"]
+    acc = accuracies([ROOT / "results/cpu/claims/records"], "cpu", ("listops", "text"),
+                     tuple(r["model"] for r in grid_rows))
+    for row in grid_rows:
+        for task in ("listops", "text"):
+            assert acc.get((task, row["model"]), []) == pytest.approx(row[task]["values"]), \
+                (task, row["model"])
