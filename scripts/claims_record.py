@@ -11,6 +11,12 @@ run of its seed whatever the run scored, and the record keeps the old value unde
 `supersedes`: a rerun repeats a run exactly only on the same CPU thread count and library
 versions (summary.json's `cpu_threads`, `*_version`), which the lost runs did not record.
 Everything is checked before anything is written; a refusal is one line and exit status 2.
+
+    python scripts/claims_record.py --restore --runs runs/claims --to results/cpu/claims/records
+
+goes the other way, for a new checkout: each record that the workdir lacks is copied into it,
+so that `lra sweep` skips the runs the record already holds (a restored folder has no
+checkpoints, so `lra eval` cannot read it).
 """
 
 from __future__ import annotations
@@ -62,11 +68,26 @@ def plan(runs: Path, to: Path) -> tuple[list[tuple[Path, Path, dict | None]], li
             copies.append((folder, dest, {"test_acc": kept.get("test_acc"), **kept["recovered"]}))
             log.append(f"{dest}: recovered test_acc {kept.get('test_acc')} superseded by the "
                        f"run's {summary.get('test_acc')}")
-        elif any(read(folder / f) != without_supersedes(read(dest / f))
+        elif any(without_supersedes(read(folder / f)) != without_supersedes(read(dest / f))
                  for f in FILES if (dest / f).exists()):
             raise Refused(f"{folder}: differs from its record {dest}; delete the record to "
                           "record this run instead")
     return copies, log
+
+
+def restore(to: Path, runs: Path) -> list[str]:
+    """Copy each record that `runs` has no folder for into it; one line per record copied."""
+    log = []
+    for summary_path in sorted(to.rglob("summary.json")):
+        dest = runs / summary_path.parent.relative_to(to)
+        if dest.exists():  # finished, or under way: the sweep resumes it
+            continue
+        with atomic_path(dest, directory=True) as tmp:
+            for name in FILES:
+                if (summary_path.parent / name).is_file():
+                    shutil.copyfile(summary_path.parent / name, tmp / name)
+        log.append(f"{dest}: restored from the record")
+    return log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/claims"), help="a sweep's workdir")
     p.add_argument("--to", type=Path, default=Path("results/cpu/claims/records"),
                    help="the committed record tree")
+    p.add_argument("--restore", action="store_true",
+                   help="copy the records the workdir lacks into it instead")
     args = p.parse_args(argv)
+    if args.restore:
+        if not args.to.is_dir():
+            print(f"claims_record: --to {args.to}: no such folder", file=sys.stderr)
+            return 2
+        print("\n".join(restore(args.to, args.runs)) or f"{args.runs}: holds every record")
+        return 0
     try:
         if not args.runs.is_dir():
             raise Refused(f"--runs {args.runs}: no such folder; pass a `lra sweep --workdir`")

@@ -3,10 +3,14 @@ config.json of each finished run), recovered records and their confirmation by a
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from lra.experiments import sweep
 from lra.experiments.claims import accuracies, records, records_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,3 +118,41 @@ def test_the_committed_record_holds_every_table_value():
         for task in ("listops", "text"):
             assert acc.get((task, row["model"]), []) == pytest.approx(row[task]["values"]), \
                 (task, row["model"])
+
+
+def test_restore_lets_a_sweep_skip_what_the_record_holds(tmp_path, capsys):
+    runs, to, fresh = tmp_path / "runs", tmp_path / "record", tmp_path / "fresh"
+    recovered(to, seed=0, acc=0.367)
+    recovered(to, seed=1, acc=0.6)
+    run(runs, seed=0, acc=0.354)
+    run(runs, seed=2, acc=0.61)
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    (fresh / "text/cpu/adamra/seed2").mkdir(parents=True)  # under way there: left alone
+    assert recorder.main(["--restore", "--runs", str(fresh), "--to", str(to)]) == 0
+    assert sorted(tree(fresh)) == ["text/cpu/adamra/seed0/config.json",
+                                   "text/cpu/adamra/seed0/summary.json",
+                                   "text/cpu/adamra/seed1/summary.json"]
+    for seed in (0, 1):
+        assert sweep.status(fresh, sweep.Run("text", "adamra", "cpu", seed)) in sweep.FINISHED
+    assert sweep.status(fresh, sweep.Run("text", "adamra", "cpu", 2)) is None
+    before = tree(to)  # recording the restored workdir again changes nothing
+    capsys.readouterr()
+    assert recorder.main(["--runs", str(fresh), "--to", str(to)]) == 0
+    assert tree(to) == before and "nothing new" in capsys.readouterr().out
+
+
+def test_reproduce_claims_restores_sweeps_records_and_builds(tmp_path):
+    """scripts/reproduce_claims.sh with the training steps printed instead of run: the record
+    restored into the workdir (so a sweep skips it), both grids swept, both tables built."""
+    env = {**os.environ, "LRA": "echo lra", "PYTHON": sys.executable,
+           "RUNS": str(tmp_path / "runs")}
+    proc = subprocess.run(["bash", "scripts/reproduce_claims.sh", str(tmp_path / "out")],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for grid in ("claims_lra", "claims_adamra"):
+        assert f"lra sweep --from configs/{grid}.py --workdir {tmp_path / 'runs'} --jobs 2" \
+            in proc.stdout
+    record = ROOT / "results/cpu/claims/records"
+    assert sorted(tree(tmp_path / "runs")) == sorted(tree(record))
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {
+        "lra_table.md", "lra_table.json", "smat.md", "adamra_ablations.md"}
