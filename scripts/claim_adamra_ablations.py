@@ -4,6 +4,7 @@ resolution, learned routing beats random routing, and phi = ReLU beats ELU+1.
 The grid is configs/claims_adamra.py (11 models x Text, ListOps x seeds 0, 1, 2 at
 size=cpu; its softmax runs are the top-k claim's, so one workdir serves both):
 
+    python scripts/claims_record.py --restore --runs runs/claims --to results/cpu/claims/records
     lra sweep --from configs/claims_adamra.py --workdir runs/claims --jobs 2
     python scripts/claims_record.py --runs runs/claims --to results/cpu/claims/records
     python scripts/claim_adamra_ablations.py --runs results/cpu/claims/records --out results/cpu/claims

@@ -3,6 +3,7 @@
 The grid is configs/claims_lra.py (every attention method x ListOps, Text x seeds 0, 1, 2 at
 size=cpu; softmax and adamra are shared with the other claims, so one workdir serves all):
 
+    python scripts/claims_record.py --restore --runs runs/claims --to results/cpu/claims/records
     lra sweep --from configs/claims_lra.py --workdir runs/claims --jobs 2
     python scripts/claims_record.py --runs runs/claims --to results/cpu/claims/records
     python scripts/claim_lra_table.py --runs results/cpu/claims/records \

@@ -5,7 +5,8 @@ workdir into the committed record tree, where the claim builders read them.
 
 A workdir (checkpoints and all) is not committed and does not outlive its checkout; the record
 does, so a grid can grow over many sessions. A record already there is kept when the run says
-the same and refused when it does not. A recovered record (a summary.json with `recovered`: a
+the same (its config and result; timings and versions may differ) and refused when it does
+not. A recovered record (a summary.json with `recovered`: a
 test accuracy copied from a committed table after its run folder was lost) is superseded by a
 run of its seed whatever the run scored, and the record keeps the old value under
 `supersedes`: a rerun repeats a run exactly only on the same CPU thread count and library
@@ -31,6 +32,9 @@ from lra.atomic import atomic_path
 from lra.experiments.report import COUNTED
 
 FILES = ("summary.json", "config.json")
+# what a run says about its result; timings, versions and thread counts may differ on a rerun
+RESULT = ("task", "model", "size", "seed", "status", "steps", "best_step", "best_val_acc",
+          "test_acc")
 
 
 class Refused(Exception):
@@ -39,46 +43,61 @@ class Refused(Exception):
 
 def read(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise Refused(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise Refused(f"{path}: not a JSON object")
+    return data
 
 
-def without_supersedes(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "supersedes"}
+def summaries(root: Path) -> list[Path]:
+    """The summary.json files under `root`, outside hidden folders (an unfinished atomic write)."""
+    return [p for p in sorted(root.rglob("summary.json"))
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)]
 
 
-def plan(runs: Path, to: Path) -> tuple[list[tuple[Path, Path, dict | None]], list[str]]:
-    """(run folder, record folder, the recovered record it supersedes or None) for every
-    finished run under `runs` that the record lacks or holds only as recovered, and one line
-    per run for the log."""
+def difference(run: Path, record: Path) -> str | None:
+    """The first key in which a run's config or result differs from its record, or None."""
+    if read(run / "config.json") != read(record / "config.json"):
+        return "config.json"
+    new, old = read(run / "summary.json"), read(record / "summary.json")
+    return next((f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in RESULT
+                 if new.get(k) != old.get(k)), None)
+
+
+def plan(runs: Path, to: Path) -> tuple[list[tuple[Path, dict, Path]], list[str]]:
+    """(run folder, the summary to record, record folder) for every finished run under `runs`
+    that the record lacks or holds only as recovered, and one line per run for the log."""
     copies, log = [], []
-    for summary_path in sorted(runs.rglob("summary.json")):
+    for summary_path in summaries(runs):
         folder = summary_path.parent
         summary = read(summary_path)
         if summary.get("status") not in COUNTED or not (folder / "config.json").is_file():
             continue
         dest = to / folder.relative_to(runs)
         if not (dest / "summary.json").exists():
-            copies.append((folder, dest, None))
+            copies.append((folder, summary, dest))
             log.append(f"{dest}: recorded (test_acc {summary.get('test_acc')})")
             continue
         kept = read(dest / "summary.json")
         if "recovered" in kept:
-            copies.append((folder, dest, {"test_acc": kept.get("test_acc"), **kept["recovered"]}))
+            summary = {**summary, "supersedes": {"test_acc": kept.get("test_acc"),
+                                                 **kept["recovered"]}}
+            copies.append((folder, summary, dest))
             log.append(f"{dest}: recovered test_acc {kept.get('test_acc')} superseded by the "
                        f"run's {summary.get('test_acc')}")
-        elif any(without_supersedes(read(folder / f)) != without_supersedes(read(dest / f))
-                 for f in FILES if (dest / f).exists()):
-            raise Refused(f"{folder}: differs from its record {dest}; delete the record to "
-                          "record this run instead")
+        elif (why := difference(folder, dest)) is not None:
+            raise Refused(f"{folder}: differs from its record {dest} ({why}; cpu_threads "
+                          f"{kept.get('cpu_threads')} -> {summary.get('cpu_threads')}); delete "
+                          "the record to record this run instead")
     return copies, log
 
 
 def restore(to: Path, runs: Path) -> list[str]:
     """Copy each record that `runs` has no folder for into it; one line per record copied."""
     log = []
-    for summary_path in sorted(to.rglob("summary.json")):
+    for summary_path in summaries(to):
         dest = runs / summary_path.parent.relative_to(to)
         if dest.exists():  # finished, or under way: the sweep resumes it
             continue
@@ -98,26 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restore", action="store_true",
                    help="copy the records the workdir lacks into it instead")
     args = p.parse_args(argv)
-    if args.restore:
-        if not args.to.is_dir():
-            print(f"claims_record: --to {args.to}: no such folder", file=sys.stderr)
-            return 2
-        print("\n".join(restore(args.to, args.runs)) or f"{args.runs}: holds every record")
-        return 0
     try:
+        if args.restore:
+            if not args.to.is_dir():
+                raise Refused(f"--to {args.to}: no such folder")
+            print("\n".join(restore(args.to, args.runs)) or f"{args.runs}: holds every record")
+            return 0
         if not args.runs.is_dir():
             raise Refused(f"--runs {args.runs}: no such folder; pass a `lra sweep --workdir`")
         copies, log = plan(args.runs, args.to)
-    except Refused as e:
+        for folder, summary, dest in copies:
+            with atomic_path(dest, directory=True) as tmp:  # a record is whole or absent
+                shutil.copyfile(folder / "config.json", tmp / "config.json")
+                (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    except (Refused, OSError) as e:
         print(f"claims_record: {e}", file=sys.stderr)
         return 2
-    for folder, dest, superseded in copies:
-        with atomic_path(dest, directory=True) as tmp:  # a record is whole or absent
-            shutil.copyfile(folder / "config.json", tmp / "config.json")
-            summary = read(folder / "summary.json")
-            if superseded:
-                summary["supersedes"] = superseded
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(log) or f"{args.to}: nothing new under {args.runs}")
     return 0
 

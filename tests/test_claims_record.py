@@ -4,8 +4,10 @@ config.json of each finished run), recovered records and their confirmation by a
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,31 @@ def test_a_record_that_differs_from_its_run_is_refused_before_anything_is_writte
     assert tree(to) == before
 
 
+def test_a_rerun_that_differs_only_in_timings_and_threads_is_the_same_record(tmp_path, capsys):
+    runs, to = tmp_path / "runs", tmp_path / "record"
+    folder = run(runs, status="stuck", acc=None)  # stuck runs count in a cell: recorded
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.update(train_seconds=12.5, cpu_threads=2, git_commit="abc1234")
+    (folder / "summary.json").write_text(json.dumps(summary))
+    before = tree(to)
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0
+    assert tree(to) == before and "nothing new" in capsys.readouterr().out
+    summary["best_val_acc"] = 0.5
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 2
+    assert "best_val_acc None -> 0.5" in capsys.readouterr().err
+
+
+def test_hidden_folders_and_bad_summaries(tmp_path, capsys):
+    runs, to = tmp_path / "runs", tmp_path / "record"
+    run(runs / ".seed0.tmp")  # an atomic write under way: not a run
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 0 and not to.exists()
+    (run(runs, seed=1) / "summary.json").write_text("[1, 2]")
+    assert recorder.main(["--runs", str(runs), "--to", str(to)]) == 2
+    assert "not a JSON object" in capsys.readouterr().err
+
+
 def test_a_missing_workdir_is_one_line_and_exit_2(tmp_path, capsys):
     assert recorder.main(["--runs", str(tmp_path / "nope"), "--to", str(tmp_path / "r")]) == 2
     assert "--runs" in capsys.readouterr().err and not (tmp_path / "r").exists()
@@ -108,13 +135,14 @@ def test_the_builders_say_which_values_are_recovered_or_superseded(tmp_path):
     assert line == "3 runs; 1 reruns superseded recovered values: text/adamra/seed1 was 36.70."
 
 
-def test_the_committed_record_holds_every_table_value():
-    """The committed tables are rebuilt from the committed record: each cell's values are the
-    record's (a recovered or recorded run per seed)."""
-    grid_rows = json.loads((ROOT / "results/cpu/claims/lra_table.json").read_text())["rows"]
+@pytest.mark.parametrize("table", ["lra_table", "adamra_ablations"])
+def test_the_committed_tables_are_the_committed_records(table):
+    """Each committed table cell lists the record's values, seed by seed (the tables were
+    rebuilt after the record last changed)."""
+    rows = json.loads((ROOT / f"results/cpu/claims/{table}.json").read_text())["rows"]
     acc = accuracies([ROOT / "results/cpu/claims/records"], "cpu", ("listops", "text"),
-                     tuple(r["model"] for r in grid_rows))
-    for row in grid_rows:
+                     tuple(r["model"] for r in rows))
+    for row in rows:
         for task in ("listops", "text"):
             assert acc.get((task, row["model"]), []) == pytest.approx(row[task]["values"]), \
                 (task, row["model"])
@@ -156,3 +184,43 @@ def test_reproduce_claims_restores_sweeps_records_and_builds(tmp_path):
     assert sorted(tree(tmp_path / "runs")) == sorted(tree(record))
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {
         "lra_table.md", "lra_table.json", "smat.md", "adamra_ablations.md"}
+
+
+def stub_lra(tmp_path: Path, sweep_exit: str) -> Path:
+    """An `lra` that prints its arguments; its sweep runs `sweep_exit` (bash)."""
+    stub = tmp_path / "lra"
+    stub.write_text("#!/bin/bash\necho \"lra $*\" >> " + str(tmp_path / "calls") + "\n"
+                    f"if [ \"$1\" = sweep ]; then {sweep_exit}; fi\n")
+    stub.chmod(0o755)
+    return stub
+
+
+def test_reproduce_claims_passes_a_failed_sweep_on_after_recording(tmp_path):
+    env = {**os.environ, "LRA": str(stub_lra(tmp_path, "exit 1")), "PYTHON": sys.executable,
+           "RUNS": str(tmp_path / "runs")}
+    proc = subprocess.run(["bash", "scripts/reproduce_claims.sh", str(tmp_path / "out")],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert (tmp_path / "calls").read_text().count("lra sweep") == 2  # both grids tried
+    assert (tmp_path / "out" / "adamra_ablations.md").is_file()
+
+
+def test_reproduce_claims_stops_its_sweep_on_sigterm_then_records_and_builds(tmp_path):
+    marker = tmp_path / "terminated"
+    env = {**os.environ, "PYTHON": sys.executable, "RUNS": str(tmp_path / "runs"),
+           "LRA": str(stub_lra(tmp_path, f"trap 'touch {marker}; exit 143' TERM; "
+                                         "sleep 60 & wait $!"))}
+    proc = subprocess.Popen(["bash", "scripts/reproduce_claims.sh", str(tmp_path / "out")],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while "lra sweep" not in ((tmp_path / "calls").read_text()
+                              if (tmp_path / "calls").exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+        time.sleep(0.1)
+    time.sleep(0.5)  # the stub's trap is set
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert marker.exists()  # the sweep got the signal
+    assert (tmp_path / "calls").read_text().count("lra sweep") == 1  # no second grid
+    assert (tmp_path / "out" / "lra_table.md").is_file()  # recorded and built all the same

@@ -151,8 +151,9 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
         if not root.exists():
             raise LRAError(f"{root}: no such run directory; pass a `lra sweep --workdir` or "
                            "`lra train --workdir` folder")
-        found = sorted({p.parent for p in root.rglob("summary.json")}
-                       | {p.parent for p in root.rglob("config.json")})
+        found = sorted({p.parent for name in ("summary.json", "config.json")
+                        for p in root.rglob(name)  # a hidden folder is an atomic write under way
+                        if not any(part.startswith(".") for part in p.relative_to(root).parts)})
         if not found:
             problems.append(f"{root}: no runs found (no summary.json below it)")
         for folder in found:
