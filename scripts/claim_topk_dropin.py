@@ -34,9 +34,12 @@ def mean_std(xs: list[float]) -> str:
 
 
 def runs_of(root: Path) -> dict[str, list[Path]]:
+    """{task: finished softmax run folders with checkpoints} (a folder restored from the claims'
+    record by scripts/claims_record.py --restore has only its summary: it is left out)."""
     found: dict[str, list[Path]] = {}
     for summary in sorted(root.glob("*/*/softmax/seed*/summary.json")):
-        if json.loads(summary.read_text()).get("status") == "ok":
+        if json.loads(summary.read_text()).get("status") == "ok" \
+                and (summary.parent / "checkpoints").is_dir():
             found.setdefault(summary.parents[3].name, []).append(summary.parent)
     return found
 

@@ -224,3 +224,14 @@ def test_reproduce_claims_stops_its_sweep_on_sigterm_then_records_and_builds(tmp
     assert marker.exists()  # the sweep got the signal
     assert (tmp_path / "calls").read_text().count("lra sweep") == 1  # no second grid
     assert (tmp_path / "out" / "lra_table.md").is_file()  # recorded and built all the same
+
+
+def test_the_topk_claim_leaves_restored_folders_without_checkpoints_out(tmp_path):
+    spec = importlib.util.spec_from_file_location("claim_topk_dropin",
+                                                  ROOT / "scripts" / "claim_topk_dropin.py")
+    topk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(topk)
+    trained = run(tmp_path, model="softmax", seed=0)
+    (trained / "checkpoints").mkdir()
+    run(tmp_path, model="softmax", seed=1)  # restored from the record: a summary, no weights
+    assert topk.runs_of(tmp_path) == {"text": [trained]}
