@@ -185,3 +185,22 @@ def test_orderings_follow_the_papers_columns_without_the_shared_sparse_row(tmp_p
     assert order["listops vs AdaMRA Table 1"] == {"rho": pytest.approx(1.0), "methods": 8}
     with_lra_row = [m for m in grid.MODELS if grid.PAPER[m][0] is not None]
     assert order["listops vs LRA Table 1"]["methods"] == len(with_lra_row) - 2
+
+
+def test_a_smat_lead_within_the_accuracy_noise_is_undecided(tmp_path):
+    """Same speed and memory everywhere, so SMAT is A: AdaMRA leads BigBird by one point of
+    accuracy at the means, but with a 5-point seed spread: best, and undecided."""
+    spread = (0.0, 0.05, -0.05)
+    fake_runs(tmp_path / "runs", lambda t, m, s: spread[s] + (
+        0.80 if m == "adamra" else 0.79 if m == "bigbird" else 0.6))
+    fake_bench(tmp_path / "bench.json", {m: 1.0 for m in grid.SMAT_PAPER},
+               {m: 1e8 for m in grid.SMAT_PAPER})
+    s = builder.build(tmp_path / "runs", tmp_path / "bench.json", tmp_path / "o", "t")["smat"]
+    assert s["rows"][0]["model"] == "adamra" and s["round_best"] == ["adamra"] * 3
+    assert s["accuracy_margins"]["bigbird"] < 0 < s["accuracy_margins"]["softmax"]
+    assert s["adamra_best"] == {"verdict": "undecided", "best": "adamra"}
+    assert "AdaMRA's SMAT lead under that accuracy shift: bigbird -" in \
+        (tmp_path / "o" / "smat.md").read_text()
+    se = builder.accuracy_se({("listops", "m"): [80.0, 85.0, 75.0],
+                              ("text", "m"): [60.0, 60.0, 60.0]}, ("listops", "text"), "m")
+    assert se == pytest.approx((5.0 / 3**0.5) / 2 / 100)
