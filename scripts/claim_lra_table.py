@@ -135,13 +135,12 @@ def accuracy_se(acc: dict, tasks, model: str) -> float | None:
     return math.sqrt(sum(statistics.variance(c) / len(c) for c in cells)) / len(cells) / 100
 
 
-def accuracy_margins(avg: dict, group: BenchGroup, acc: dict, tasks) -> dict:
+def accuracy_margins(avg: dict, group: BenchGroup, acc: dict, tasks, ranked: set[str]) -> dict:
     """AdaMRA's SMAT lead over each other ranked method once their accuracies are moved
     T_MIN standard errors of their difference towards each other, AdaMRA's down and the
     other's up in proportion to their own standard errors (the t-rule of claims.py, applied
-    to A); None without 2 seeds a cell."""
+    to A), over the methods `ranked` at the means; None without 2 seeds a cell."""
     se = {m: accuracy_se(acc, tasks, m) for m in avg}
-    ranked = {r["model"] for r in smat_rows(avg, group)[0]}
     out = {}
     for m in sorted(ranked - {"adamra"}):
         if se["adamra"] is None or se[m] is None:
@@ -175,7 +174,7 @@ def smat(grid, acc: dict, bench: Path) -> dict:
     best = rows[0]["model"] if rows else None
     no_runs, no_bench = sorted(set(grid.SMAT_PAPER) - set(avg)), sorted(set(avg) - ranked)
     few_seeds = sorted(m for m in avg if any(len(acc[(t, m)]) < len(grid.SEEDS) for t in grid.TASKS))
-    margins = accuracy_margins(avg, group, acc, grid.TASKS) if "adamra" in ranked else {}
+    margins = accuracy_margins(avg, group, acc, grid.TASKS, ranked) if "adamra" in ranked else {}
     verdict = ("undecided" if "adamra" not in ranked else "not reproduced" if best != "adamra"
                # a method left out might rank first; a missing seed might move A
                else "undecided" if no_runs or no_bench or few_seeds

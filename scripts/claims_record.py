@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from lra.atomic import atomic_path
-from lra.experiments.report import COUNTED
+from lra.experiments.report import COUNTED, files_below
 
 FILES = ("summary.json", "config.json")
 # what a run says about its result; timings, versions and thread counts may differ on a rerun
@@ -51,17 +51,11 @@ def read(path: Path) -> dict:
     return data
 
 
-def summaries(root: Path) -> list[Path]:
-    """The summary.json files under `root`, outside hidden folders (an unfinished atomic write)."""
-    return [p for p in sorted(root.rglob("summary.json"))
-            if not any(part.startswith(".") for part in p.relative_to(root).parts)]
-
-
-def difference(run: Path, record: Path) -> str | None:
-    """The first key in which a run's config or result differs from its record, or None."""
+def difference(run: Path, new: dict, record: Path, old: dict) -> str | None:
+    """The first key in which a run (its folder and summary) differs from its record in config
+    or result, or None."""
     if read(run / "config.json") != read(record / "config.json"):
         return "config.json"
-    new, old = read(run / "summary.json"), read(record / "summary.json")
     return next((f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in RESULT
                  if new.get(k) != old.get(k)), None)
 
@@ -70,7 +64,7 @@ def plan(runs: Path, to: Path) -> tuple[list[tuple[Path, dict, Path]], list[str]
     """(run folder, the summary to record, record folder) for every finished run under `runs`
     that the record lacks or holds only as recovered, and one line per run for the log."""
     copies, log = [], []
-    for summary_path in summaries(runs):
+    for summary_path in files_below(runs, "summary.json"):
         folder = summary_path.parent
         summary = read(summary_path)
         if summary.get("status") not in COUNTED or not (folder / "config.json").is_file():
@@ -87,7 +81,7 @@ def plan(runs: Path, to: Path) -> tuple[list[tuple[Path, dict, Path]], list[str]
             copies.append((folder, summary, dest))
             log.append(f"{dest}: recovered test_acc {kept.get('test_acc')} superseded by the "
                        f"run's {summary.get('test_acc')}")
-        elif (why := difference(folder, dest)) is not None:
+        elif (why := difference(folder, summary, dest, kept)) is not None:
             raise Refused(f"{folder}: differs from its record {dest} ({why}; cpu_threads "
                           f"{kept.get('cpu_threads')} -> {summary.get('cpu_threads')}); delete "
                           "the record to record this run instead")
@@ -97,7 +91,7 @@ def plan(runs: Path, to: Path) -> tuple[list[tuple[Path, dict, Path]], list[str]
 def restore(to: Path, runs: Path) -> list[str]:
     """Copy each record that `runs` has no folder for into it; one line per record copied."""
     log = []
-    for summary_path in summaries(to):
+    for summary_path in files_below(to, "summary.json"):
         dest = runs / summary_path.parent.relative_to(to)
         if dest.exists():  # finished, or under way: the sweep resumes it
             continue

@@ -144,6 +144,13 @@ def _ordered(models) -> list[str]:
 
 # ---------------------------------------------------------------- reading
 
+def files_below(root: Path, name: str) -> list[Path]:
+    """The files called `name` under `root`, outside hidden folders (an atomic write under
+    way, lra/atomic.py), sorted."""
+    return [p for p in sorted(root.rglob(name))
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+
+
 def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     """Every run (a folder with summary.json) under `paths`, and the problems met."""
     runs, problems = [], []
@@ -152,8 +159,7 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
             raise LRAError(f"{root}: no such run directory; pass a `lra sweep --workdir` or "
                            "`lra train --workdir` folder")
         found = sorted({p.parent for name in ("summary.json", "config.json")
-                        for p in root.rglob(name)  # a hidden folder is an atomic write under way
-                        if not any(part.startswith(".") for part in p.relative_to(root).parts)})
+                        for p in files_below(root, name)})
         if not found:
             problems.append(f"{root}: no runs found (no summary.json below it)")
         for folder in found:
